@@ -1,0 +1,1 @@
+"""The course's nbgrader set-up: configuration and the release of student notebooks."""

@@ -1,0 +1,28 @@
+"""One self-check per exercise. Each raises AssertionError with a message a student can act on."""
+
+from course_utils.checks.attention import check_multi_head_attention
+from course_utils.checks.encoder import check_encoder, check_encoder_block, check_parameter_count
+from course_utils.checks.feed_forward import check_feed_forward
+from course_utils.checks.patches import check_patch_embedding
+from course_utils.checks.positional import check_position_encoding
+from course_utils.checks.residual import check_layer_norm, check_residual_add
+from course_utils.checks.tokens import (
+    check_learned_positions,
+    check_prepend_cls_token,
+    check_sinusoidal_positions,
+)
+
+__all__ = [
+    "check_encoder",
+    "check_encoder_block",
+    "check_feed_forward",
+    "check_layer_norm",
+    "check_learned_positions",
+    "check_multi_head_attention",
+    "check_parameter_count",
+    "check_patch_embedding",
+    "check_position_encoding",
+    "check_prepend_cls_token",
+    "check_residual_add",
+    "check_sinusoidal_positions",
+]

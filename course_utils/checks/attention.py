@@ -1,0 +1,187 @@
+"""Check of Q5: ``MultiHeadAttention``, against ``scaled_dot_product_attention``.
+
+Known mistakes are recognised by recomputing the output the mistake would give, from the
+student's own weights and the reference ops.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from course_utils.device import check_devices
+from course_utils.feedback import (
+    Mistake,
+    as_tensor,
+    build,
+    call_text,
+    close,
+    expect_close,
+    expect_dtype,
+    expect_shape,
+    fail,
+    forbid_calls,
+    on,
+    random_tensor,
+    run_student,
+)
+from course_utils.reference import (
+    AttentionWeights,
+    attention_weights_of,
+    sdpa_attention,
+    split_heads,
+    torch_multihead_attention,
+)
+
+SHORTCUTS = ["scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward",
+             "course_utils"]  # fmt: skip
+
+
+def make_mask(kind: str | None, batch: int, seq_len: int, device: torch.device) -> Tensor | None:
+    """A boolean mask, True where attention is allowed: ``"causal"`` or ``"padding"``."""
+    if kind is None:
+        return None
+    if kind == "causal":
+        return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    lengths = torch.arange(batch, device=device) % max(seq_len - 1, 1) + (seq_len + 1) // 2
+    keep = torch.arange(seq_len, device=device) < lengths[:, None]  # (b, n): later keys are padding
+    return keep[:, None, None, :]
+
+
+def _attention_matrix(q: Tensor, k: Tensor, scale: float, mask: Tensor | None) -> Tensor:
+    """softmax(q kᵀ · scale) as an (b, h, n, n) tensor, read out of SDPA with identity values."""
+    eye = torch.eye(k.shape[-2], dtype=q.dtype, device=q.device).expand(*k.shape[:-1], -1)
+    return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
+
+
+def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -> list[Mistake]:
+    emb_size = x.shape[-1]
+    head_dim = emb_size // heads
+    q, k, v = (split_heads(x, p, heads) for p in (w.q, w.k, w.v))
+
+    def finish(out: Tensor, merge: str = "b h n d -> b n (h d)") -> Tensor:
+        return F.linear(rearrange(out, merge), *w.out)
+
+    def transposed(m: Tensor | None) -> Tensor | None:
+        return None if m is None else m.transpose(-1, -2)
+
+    def sdpa(**kwargs) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, **{"attn_mask": mask, **kwargs})
+
+    def split_dh(p: tuple) -> Tensor:
+        return rearrange(F.linear(x, *p), "b n (d h) -> b h n d", h=heads)
+
+    mistakes = [
+        Mistake("scaled after the softmax",
+                "divide the scores q·k by sqrt(head_dim) before torch.softmax, not the weights after it.",
+                lambda: finish(sdpa(scale=1.0) / head_dim**0.5)),
+        Mistake("scaled after the softmax, and by sqrt(emb_size)",
+                "divide the scores by sqrt(head_dim) = sqrt(emb_size / num_heads), before the softmax.",
+                lambda: finish(sdpa(scale=1.0) / emb_size**0.5)),
+        Mistake("scaled by sqrt(emb_size) instead of sqrt(head_dim)",
+                f"each head works in head_dim = emb_size / num_heads = {head_dim} dimensions: "
+                "divide by sqrt(head_dim).",
+                lambda: finish(sdpa(scale=emb_size**-0.5))),
+        Mistake("scores not scaled",
+                "divide the scores by sqrt(head_dim) before the softmax.",
+                lambda: finish(sdpa(scale=1.0))),
+        Mistake("softmax over the wrong axis",
+                "each query's weights over the keys must sum to 1: softmax over the last axis "
+                "(dim=-1) of the (b, h, query, key) scores.",
+                lambda: finish(_attention_matrix(k, q, head_dim**-0.5, transposed(mask))
+                               .transpose(-1, -2) @ v)),
+        Mistake("queries and keys swapped",
+                "the scores are einsum('bhqd, bhkd -> bhqk', queries, keys): queries index the rows.",
+                lambda: finish(sdpa(query=k, key=q, attn_mask=transposed(mask)))),
+        Mistake("heads merged in the wrong order",
+                "merge with rearrange(out, 'b h n d -> b n (h d)'): the heads axis comes first.",
+                lambda: finish(sdpa(), "b h n d -> b n (d h)")),
+        Mistake("heads split in the wrong order",
+                "split with rearrange(..., 'b n (h d) -> b h n d', h=num_heads).",
+                lambda: finish(F.scaled_dot_product_attention(
+                    split_dh(w.q), split_dh(w.k), split_dh(w.v), attn_mask=mask))),
+        Mistake("output projection missing",
+                "after merging the heads, apply self.projection.",
+                lambda: rearrange(sdpa(), "b h n d -> b n (h d)")),
+    ]  # fmt: skip
+    if mask is not None:
+        mistakes += [
+            Mistake("mask ignored",
+                    "when mask is given, fill the scores where mask is False with -inf "
+                    "(scores.masked_fill(~mask, float('-inf'))) before the softmax.",
+                    lambda: finish(sdpa(attn_mask=None))),
+            Mistake("mask inverted",
+                    "mask is True where attention is allowed: fill where ~mask.",
+                    lambda: finish(sdpa(attn_mask=~mask)) if (~mask).any(-1).all() else None),
+            Mistake("mask applied after the softmax",
+                    "mask the scores before the softmax, so that the allowed weights still sum to 1.",
+                    lambda: finish((_attention_matrix(q, k, head_dim**-0.5, None) * mask) @ v)),
+        ]  # fmt: skip
+    return mistakes
+
+
+def check_multi_head_attention(
+    MultiHeadAttention: type,
+    emb_size: int = 32,
+    num_heads: int = 4,
+    seq_len: int = 6,
+    batch: int = 2,
+    mask: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    dropout: float = 0.0,
+    grad: bool = False,
+    seed: int = 0,
+) -> None:
+    """Compare ``MultiHeadAttention(emb_size, num_heads)(x, mask)`` with SDPA on the same weights.
+
+    Args:
+        mask: None, ``"causal"`` or ``"padding"`` (boolean, True where attention is allowed).
+        dropout: built with this dropout, checked in eval mode, where dropout does nothing.
+        grad: also compare the gradient w.r.t. x and check every weight gets a gradient.
+    """
+    forbid_calls(MultiHeadAttention, SHORTCUTS, "MultiHeadAttention")
+    kwargs = dict(emb_size=emb_size, num_heads=num_heads, dropout=dropout)
+    for device in check_devices():
+        module = build(MultiHeadAttention, seed, **kwargs).to(device, dtype)
+        what = call_text("MultiHeadAttention", **kwargs)
+        try:
+            candidates = attention_weights_of(module)
+        except AttributeError as err:
+            fail(f"{what}: {err}. Keep the skeleton's layers: queries, keys and values "
+                 "(or one fused qkv) and projection, and self.num_heads.")  # fmt: skip
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+        x.requires_grad_(grad)
+        m = make_mask(mask, batch, seq_len, device)
+        call = f"{what}(x of shape {tuple(x.shape)}, {dtype}" + (f", {mask} mask" if mask else "")
+        call += f"){on(device)}"
+        got = as_tensor(run_student(call, module, x, mask=m) if m is not None
+                        else run_student(call, module, x), call)  # fmt: skip
+        expect_shape(got, x.shape, call, "Attention maps (b, n, emb_size) to the same shape.")
+        expect_dtype(got, dtype, call)
+        references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
+        if not any(close(got, r) for r in references):
+            with torch.no_grad():
+                expect_close(got, references[0], call, _mistakes(x, candidates[0], num_heads, m))
+        if grad:
+            _check_gradients(module, got, references, x, call)
+        if mask is None and len(candidates) == 1 and dtype in (torch.float32, torch.float64):
+            with torch.no_grad():
+                torch_mha = torch_multihead_attention(candidates[0], num_heads)
+                expected = torch_mha(x, x, x, need_weights=False)[0]
+            expect_close(got, expected, f"{call} compared with nn.MultiheadAttention")
+
+
+def _check_gradients(module, got: Tensor, references: list[Tensor], x: Tensor, call: str) -> None:
+    """The gradient w.r.t. x matches the reference's, and every weight receives a gradient."""
+    weights = torch.randn_like(got)
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = run_student(f"backward through {call}", torch.autograd.grad,
+                        (got * weights).sum(), [x, *params], allow_unused=True)  # fmt: skip
+    for name, g in zip([n for n, p in module.named_parameters() if p.requires_grad], grads[1:],
+                       strict=True):  # fmt: skip
+        if g is None or not g.any():
+            fail(f"{call}: no gradient reaches `{name}`. Is part of forward detached or "
+                 "computed outside the graph?")  # fmt: skip
+    matching = [r for r in references if close(got, r)]
+    (expected,) = torch.autograd.grad((matching[0] * weights).sum(), x)
+    expect_close(grads[0], expected, f"gradient w.r.t. x of {call}")

@@ -1,0 +1,204 @@
+"""Checks of Q8: ``TransformerEncoderBlock``, ``TransformerEncoder`` and the ViT parameter count."""
+
+from collections.abc import Callable
+from itertools import combinations
+
+import torch
+from torch import nn
+
+from course_utils.device import check_devices
+from course_utils.feedback import (
+    Mistake,
+    as_tensor,
+    build,
+    call_text,
+    close,
+    expect_close,
+    fail,
+    on,
+    random_tensor,
+    run_student,
+)
+from course_utils.reference import (
+    AttentionWeights,
+    attention_weights_of,
+    find_layers,
+    sdpa_attention,
+    torch_encoder_layer,
+)
+
+FORBIDDEN = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
+
+
+def _attention_module(block: nn.Module, what: str) -> nn.Module:
+    found = [m for m in block.modules()
+             if hasattr(m, "projection") and (hasattr(m, "queries") or hasattr(m, "qkv"))]  # fmt: skip
+    if len(found) != 1:
+        fail(f"{what}: expected one MultiHeadAttention (from notebook 04) inside, found {len(found)}.")
+    return found[0]
+
+
+def _checked_attention(mha: nn.Module, x: torch.Tensor, what: str) -> AttentionWeights:
+    """The attention weights, once the student's MultiHeadAttention is known to be right."""
+    with torch.no_grad():
+        got = run_student(f"the MultiHeadAttention inside {what}", mha, x)
+        for weights in attention_weights_of(mha):
+            if close(got, sdpa_attention(x, weights, mha.num_heads)):
+                return weights
+    fail(f"{what}: the MultiHeadAttention inside does not match scaled_dot_product_attention. "
+         "Fix it first: run check_multi_head_attention(MultiHeadAttention) from notebook 04.")  # fmt: skip
+
+
+def reference_layer(block: nn.Module, x: torch.Tensor, what: str, norm_first: bool = True):
+    """The ``nn.TransformerEncoderLayer`` holding a copy of the student's block's weights."""
+    if any(isinstance(m, FORBIDDEN) for m in block.modules()):
+        fail(f"{what}: build the block from your own MultiHeadAttention, ResidualAdd and "
+             "FeedForwardBlock; PyTorch's Transformer layers are what it is checked against.")  # fmt: skip
+    norms = find_layers(block, nn.LayerNorm)
+    if len(norms) == 1:
+        fail(f"{what}: both sublayers use the same nn.LayerNorm: this is the known mistake one "
+             "LayerNorm shared by both sublayers. Hint: create a new nn.LayerNorm(emb_size) "
+             "inside each ResidualAdd; each learns its own scale and shift.")  # fmt: skip
+    if len(norms) != 2:
+        fail(f"{what}: a pre-norm block has two nn.LayerNorm layers, one per sublayer; found {len(norms)}.")
+    mha = _attention_module(block, what)
+    in_attention = {id(m) for m in mha.modules()}
+    linears = [m for m in find_layers(block, nn.Linear) if id(m) not in in_attention]
+    if len(linears) != 2:
+        fail(f"{what}: expected a FeedForwardBlock with two nn.Linear layers, found {len(linears)}.")
+    weights = _checked_attention(mha, norms[0](x).detach(), what)
+    return torch_encoder_layer(tuple(norms), weights, tuple(linears), mha.num_heads, norm_first).eval()
+
+
+def _block_mistakes(block: nn.Module, x: torch.Tensor, what: str) -> list[Mistake]:
+    layer = reference_layer(block, x, what)
+
+    def attention(y):
+        return layer._sa_block(y, None, None)
+
+    def feed_forward(y):
+        return layer._ff_block(y)
+
+    def without(first: bool, second: bool):
+        h = attention(layer.norm1(x)) + (x if first else 0)
+        return feed_forward(layer.norm2(h)) + (h if second else 0)
+
+    return [
+        Mistake("post-norm instead of pre-norm",
+                "ViT normalises before each sublayer: x + MHA(LayerNorm(x)), then "
+                "x + FFN(LayerNorm(x)); post-norm is LayerNorm(x + MHA(x)).",
+                lambda: reference_layer(block, x, what, norm_first=False)(x)),
+        Mistake("the residual is missing around attention",
+                "wrap LayerNorm -> MultiHeadAttention -> Dropout in ResidualAdd.",
+                lambda: without(False, True)),
+        Mistake("the residual is missing around the feed-forward block",
+                "wrap LayerNorm -> FeedForwardBlock -> Dropout in ResidualAdd.",
+                lambda: without(True, False)),
+        Mistake("no residual connections", "wrap both sublayers in ResidualAdd.",
+                lambda: without(False, False)),
+    ]  # fmt: skip
+
+
+def check_encoder_block(
+    TransformerEncoderBlock: type, emb_size: int = 32, num_heads: int = 4,
+    forward_expansion: int = 4, batch: int = 2, seq_len: int = 5,
+    dtype: torch.dtype = torch.float32, seed: int = 0,
+) -> None:  # fmt: skip
+    """The block against ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")``."""
+    kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
+    for device in check_devices():
+        what = call_text("TransformerEncoderBlock", **kwargs)
+        block = build(TransformerEncoderBlock, seed, **kwargs).to(device, dtype)
+        _randomise_norms(block, seed)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+        label = f"{what}(x){on(device)}"
+        before = x.clone()
+        with torch.no_grad():
+            got = as_tensor(run_student(label, block, x), label)
+            if not torch.equal(x, before):
+                fail(f"{label} changed its input x: is a residual added in place (x += ...)?")
+            expected = reference_layer(block, x, what)(x)
+            expect_close(got, expected, label, _block_mistakes(block, x, what))
+
+
+def _randomise_norms(module: nn.Module, seed: int) -> None:
+    """Give each LayerNorm its own scale and shift, so that swapping or sharing them shows."""
+    with torch.no_grad():
+        for i, norm in enumerate(find_layers(module, nn.LayerNorm)):
+            norm.weight.copy_(1 + 0.5 * random_tensor(*norm.weight.shape, seed=seed + 10 + i))
+            norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
+
+
+def check_encoder(
+    TransformerEncoder: type, TransformerEncoderBlock: type, depth: int = 3, emb_size: int = 32,
+    num_heads: int = 4, batch: int = 2, seq_len: int = 5, seed: int = 0,
+) -> None:  # fmt: skip
+    """``TransformerEncoder(depth, **kwargs)``: depth distinct blocks applied in turn."""
+    kwargs = dict(depth=depth, emb_size=emb_size, num_heads=num_heads)
+    what = call_text("TransformerEncoder", **kwargs)
+    for device in check_devices():
+        encoder = build(TransformerEncoder, seed, **kwargs).to(device)
+        blocks = [m for m in encoder.modules() if isinstance(m, TransformerEncoderBlock)]
+        if isinstance(encoder, nn.Sequential) and len(encoder) == depth and len(blocks) < depth:
+            fail(f"{what} holds the same block {depth} times, so every layer shares one set of "
+                 "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "
+                 "e.g. [TransformerEncoderBlock(**kwargs) for _ in range(depth)].")  # fmt: skip
+        if len(blocks) != depth:
+            fail(f"{what}: expected {depth} TransformerEncoderBlock layers, found {len(blocks)}.")
+        heads = {_attention_module(b, what).num_heads for b in blocks}
+        if heads != {num_heads}:
+            fail(f"{what}: the blocks' attention has num_heads {sorted(heads)}, expected "
+                 f"{num_heads}: pass **kwargs on to every TransformerEncoderBlock.")  # fmt: skip
+        _randomise_norms(encoder, seed)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, device=device)
+        label = f"{what}(x){on(device)}"
+        with torch.no_grad():
+            got = as_tensor(run_student(label, encoder, x), label)
+            expected = x
+            for block in blocks:
+                expected = reference_layer(block, expected, what)(expected)
+            expect_close(got, expected, label, hint="The blocks are applied one after another.")
+
+
+def _components(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_classes):
+    """Named parts of a ViT's parameter count, to name the one a wrong count leaves out."""
+    e, tokens = emb_size, (img_size // patch_size) ** 2 + 1
+    return {
+        "the class token": e,
+        "the position embeddings": tokens * e,
+        "the patch projection's bias": e,
+        "the patch projection": (patch_size**2 * in_channels + 1) * e,
+        "the final LayerNorm": 2 * e,
+        "the classification head": (e + 1) * n_classes,
+        "the head's bias": n_classes,
+        "the LayerNorms inside the blocks": depth * 4 * e,
+        "the biases inside the blocks": depth * (5 * e + mlp_size),
+        "the output projection of attention": depth * (e * e + e),
+    }
+
+
+def check_parameter_count(vit_parameter_count: Callable) -> None:
+    """``vit_parameter_count(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_classes)``."""
+    from course_utils.reference import vit_parameter_count as reference
+
+    cases = [  # (patch, emb, depth, heads, mlp, img, channels, classes): ViT-B/16, L/16, H/14, a tiny one
+        (16, 768, 12, 12, 3072, 224, 3, 1000), (16, 1024, 24, 16, 4096, 224, 3, 1000),
+        (14, 1280, 32, 16, 5120, 224, 3, 1000), (4, 64, 2, 4, 128, 32, 1, 10),
+    ]  # fmt: skip
+    for patch, emb, depth, heads, mlp, img, channels, classes in cases:
+        args = dict(patch_size=patch, emb_size=emb, depth=depth, mlp_size=mlp, img_size=img,
+                    in_channels=channels, n_classes=classes)  # fmt: skip
+        what = call_text("vit_parameter_count", **args)
+        got = run_student(what, vit_parameter_count, **args)
+        expected = reference(patch, emb, depth, heads, mlp, img, channels, classes)
+        if not isinstance(got, int | float) or isinstance(got, bool):
+            fail(f"{what} returned a {type(got).__name__}; expected an int.")
+        if got == expected:
+            continue
+        parts = _components(patch, emb, depth, mlp, img, channels, classes)
+        for r in (1, 2):
+            for names in combinations(parts, r):
+                if expected - got == sum(parts[n] for n in names):
+                    fail(f"{what} = {got:,}, expected {expected:,}: the difference is "
+                         f"{' and '.join(names)}.")  # fmt: skip
+        fail(f"{what} = {got:,}, expected {expected:,} (off by {got - expected:+,}).")

@@ -1,0 +1,183 @@
+"""Building blocks of the self-checks: run a student's code, compare, explain what is wrong.
+
+Every failure is an ``AssertionError`` (nbgrader scores it 0) whose message says what was
+checked, expected vs got, and for a known mistake its name and a hint. Warnings are silenced
+while checks run: nbgrader scores a test cell that writes to stderr as 0.
+"""
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+
+TOLERANCES = {  # (atol, rtol) by dtype, loose enough for another correct summation order
+    torch.float64: (1e-8, 1e-6),
+    torch.float32: (2e-5, 1e-4),
+    torch.float16: (5e-3, 1e-2),
+    torch.bfloat16: (3e-2, 3e-2),
+}
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known mistake: its name, a hint, and the output it would produce."""
+
+    name: str
+    hint: str
+    output: Callable[[], Any]
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the check with a message for the student."""
+    raise AssertionError(message)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence warnings, which nbgrader would see on stderr and score as a failure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def run_student(what: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Call the student's ``fn``; turn any exception into a message that names the call."""
+    try:
+        with quiet():
+            return fn(*args, **kwargs)
+    except NotImplementedError:
+        fail(
+            f"{what} raised NotImplementedError: the blank is not filled in yet. "
+            "Replace `raise NotImplementedError()` with your code and run the cell again."
+        )
+    except Exception as err:
+        raise AssertionError(f"{what} raised {type(err).__name__}: {err}") from err
+
+
+def forbid_calls(obj: Any, names: Sequence[str], exercise: str) -> None:
+    """Fail if the source of ``obj`` (a function or a class) calls one of ``names``.
+
+    Used for shortcuts that would pass the numbers without doing the exercise, e.g. calling
+    the reference the check compares against. Source that cannot be read is not judged.
+    """
+    functions = [obj] if callable(obj) and not isinstance(obj, type) else list(vars(obj).values())
+    for fn in functions:
+        try:
+            source = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        for name in names:
+            if name in source:
+                fail(
+                    f"{exercise}: your code uses `{name}`. The exercise asks you to build it "
+                    f"yourself; `{name}` is what the check compares your result against."
+                )
+
+
+def as_tensor(value: Any, what: str) -> torch.Tensor:
+    """A tensor from the student's result (a tensor or an array), or a clear failure."""
+    if value is None:
+        fail(f"{what} returned None: is a `return` missing?")
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray | list | tuple):
+        try:
+            return torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError):
+            pass
+    fail(f"{what} returned a {type(value).__name__}; expected an array or a tensor.")
+
+
+def expect_shape(got: torch.Tensor, shape: Sequence[int], what: str, hint: str = "") -> None:
+    """Fail unless ``got`` has exactly ``shape``."""
+    if tuple(got.shape) != tuple(shape):
+        message = f"{what}: expected shape {tuple(shape)}, got {tuple(got.shape)}."
+        fail(f"{message} {hint}".strip())
+
+
+def expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str, hint: str = "") -> None:
+    """Fail unless ``got`` has ``dtype``."""
+    if got.dtype != dtype:
+        fail(f"{what}: expected dtype {dtype}, got {got.dtype}. {hint}".strip())
+
+
+def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
+    """Whether two results agree within the tolerance of ``dtype`` (``expected``'s by default)."""
+    if tuple(got.shape) != tuple(expected.shape):
+        return False
+    atol, rtol = TOLERANCES.get(dtype or expected.dtype, TOLERANCES[torch.float32])
+    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
+    return bool(torch.allclose(got, expected, atol=atol, rtol=rtol))
+
+
+def describe_difference(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str:
+    """'N of M values differ; first at [i, j]: expected a, got b' — no wall of numbers."""
+    atol, rtol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
+    wrong = ~torch.isclose(got, expected, atol=atol, rtol=rtol)
+    index = tuple(int(i) for i in wrong.nonzero()[0])
+    where = "[" + ", ".join(map(str, index)) + "]"
+    return (
+        f"{int(wrong.sum())} of {wrong.numel()} values differ from the reference; "
+        f"the first at {where}: expected {expected[index].item():.6g}, "
+        f"got {got[index].item():.6g}."
+    )
+
+
+def expect_close(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    what: str,
+    mistakes: Sequence[Mistake] = (),
+    hint: str = "",
+) -> None:
+    """Fail unless ``got`` matches ``expected``; name the known mistake it matches, if any."""
+    dtype = expected.dtype
+    expect_shape(got, expected.shape, what)
+    if close(got, expected, dtype):
+        return
+    if torch.isnan(got).any() and not torch.isnan(expected).any():
+        index = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
+        fail(f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip())
+    for mistake in mistakes:
+        variant = mistake.output()
+        if variant is not None and close(got, variant, dtype):
+            fail(
+                f"{what}: your result matches a known mistake: {mistake.name}.\n"
+                f"Hint: {mistake.hint}\n({describe_difference(got, expected, dtype)})"
+            )
+    fail(f"{what}: {describe_difference(got, expected, dtype)} {hint}".strip())
+
+
+def on(device: torch.device) -> str:
+    """' on cuda' for messages from a GPU pass; nothing on the CPU."""
+    return "" if device.type == "cpu" else f" on {device.type}"
+
+
+def call_text(name: str, **kwargs: Any) -> str:
+    """How a call reads in a message: ``MultiHeadAttention(emb_size=32, num_heads=4)``."""
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+
+
+def build(cls: type, seed: int = 0, **kwargs: Any) -> torch.nn.Module:
+    """Construct the student's module with a fixed seed, without touching their RNG state."""
+    what = call_text(getattr(cls, "__name__", "module"), **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = run_student(what, cls, **kwargs)
+    if not isinstance(module, torch.nn.Module):
+        fail(f"{what} gave a {type(module).__name__}, not an nn.Module.")
+    return module.eval()
+
+
+def random_tensor(
+    *shape: int, seed: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """A seeded standard-normal tensor, identical on every device."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float64).to(device, dtype)

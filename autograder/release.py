@@ -16,7 +16,8 @@ CONFIG_FILE = Path(__file__).with_name("nbgrader_config.py")
 
 def assignments() -> list[str]:
     """The assignment ids: the folders of ``solutions/``, in course order."""
-    return sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir() and p.name[0].isdigit())
+    folders = (ROOT / "solutions").iterdir()
+    return sorted(p.name for p in folders if p.is_dir() and p.name[0].isdigit())
 
 
 def course_config(**overrides: str) -> Config:

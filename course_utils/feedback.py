@@ -45,7 +45,7 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def run_student(what: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+def run_student(what: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
     """Call the student's ``fn``; turn any exception into a message that names the call."""
     try:
         with quiet():
@@ -106,20 +106,29 @@ def expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str, hint: str = "
         fail(f"{what}: expected dtype {dtype}, got {got.dtype}. {hint}".strip())
 
 
-def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None) -> bool:
-    """Whether two results agree within the tolerance of ``dtype`` (``expected``'s by default)."""
+def tolerance_of(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for comparing results of ``dtype``."""
+    return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+
+
+def close(
+    got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float] | None = None
+) -> bool:
+    """Whether two results agree within ``tolerance`` (by default, that of ``expected``'s dtype)."""
     if tuple(got.shape) != tuple(expected.shape):
         return False
-    atol, rtol = TOLERANCES.get(dtype or expected.dtype, TOLERANCES[torch.float32])
+    atol, rtol = tolerance or tolerance_of(expected.dtype)
     got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
-    return bool(torch.allclose(got, expected, atol=atol, rtol=rtol))
+    return bool(torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True))
 
 
-def describe_difference(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str:
+def describe_difference(
+    got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float]
+) -> str:
     """'N of M values differ; first at [i, j]: expected a, got b' — no wall of numbers."""
-    atol, rtol = TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+    atol, rtol = tolerance
     got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
-    wrong = ~torch.isclose(got, expected, atol=atol, rtol=rtol)
+    wrong = ~torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
     index = tuple(int(i) for i in wrong.nonzero()[0])
     where = "[" + ", ".join(map(str, index)) + "]"
     return (
@@ -135,23 +144,27 @@ def expect_close(
     what: str,
     mistakes: Sequence[Mistake] = (),
     hint: str = "",
+    tolerance: tuple[float, float] | None = None,
 ) -> None:
-    """Fail unless ``got`` matches ``expected``; name the known mistake it matches, if any."""
-    dtype = expected.dtype
+    """Fail unless ``got`` matches ``expected``; name the known mistake it matches, if any.
+
+    ``tolerance`` is (atol, rtol); by default it follows ``expected``'s dtype.
+    """
+    tolerance = tolerance or tolerance_of(expected.dtype)
     expect_shape(got, expected.shape, what)
-    if close(got, expected, dtype):
+    if close(got, expected, tolerance):
         return
+    for mistake in mistakes:
+        variant = mistake.output()
+        if variant is not None and close(got, variant, tolerance):
+            fail(
+                f"{what}: your result matches a known mistake: {mistake.name}.\n"
+                f"Hint: {mistake.hint}\n({describe_difference(got, expected, tolerance)})"
+            )
     if torch.isnan(got).any() and not torch.isnan(expected).any():
         index = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
         fail(f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip())
-    for mistake in mistakes:
-        variant = mistake.output()
-        if variant is not None and close(got, variant, dtype):
-            fail(
-                f"{what}: your result matches a known mistake: {mistake.name}.\n"
-                f"Hint: {mistake.hint}\n({describe_difference(got, expected, dtype)})"
-            )
-    fail(f"{what}: {describe_difference(got, expected, dtype)} {hint}".strip())
+    fail(f"{what}: {describe_difference(got, expected, tolerance)} {hint}".strip())
 
 
 def on(device: torch.device) -> str:
@@ -164,7 +177,7 @@ def call_text(name: str, **kwargs: Any) -> str:
     return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
 
 
-def build(cls: type, seed: int = 0, **kwargs: Any) -> torch.nn.Module:
+def build(cls: type, seed: int = 0, /, **kwargs: Any) -> torch.nn.Module:
     """Construct the student's module with a fixed seed, without touching their RNG state."""
     what = call_text(getattr(cls, "__name__", "module"), **kwargs)
     with torch.random.fork_rng(devices=[]):

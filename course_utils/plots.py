@@ -69,8 +69,11 @@ def plot_gradient_norms(norms: dict[str, Sequence[float]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, values in norms.items():
         ax.semilogy(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
-    ax.set(xlabel="layer (1 = closest to the input)", ylabel="gradient norm of the layer's weight",
-           title="How much gradient reaches each layer")  # fmt: skip
+    ax.set(
+        xlabel="layer (1 = closest to the input)",
+        ylabel="gradient norm of the layer's weight",
+        title="How much gradient reaches each layer",
+    )
     ax.legend()
     return fig
 

@@ -33,9 +33,7 @@ def conv_patch_embedding(x: Tensor, linear: nn.Linear, patch_size: int, order: s
     ``order`` is how a patch is flattened before ``linear``, e.g. ``"s1 s2 c"``.
     """
     channels = x.shape[1]
-    kernel = rearrange(
-        linear.weight, f"e ({order}) -> e c s1 s2", s1=patch_size, s2=patch_size, c=channels
-    )
+    kernel = rearrange(linear.weight, f"e ({order}) -> e c s1 s2", s1=patch_size, s2=patch_size, c=channels)
     out = F.conv2d(x, kernel, linear.bias, stride=patch_size)
     return rearrange(out, "b e h w -> b (h w) e")
 
@@ -149,10 +147,17 @@ def torch_encoder_layer(
     emb_size, hidden = feed_forward[0].in_features, feed_forward[0].out_features
     like = feed_forward[0].weight
     layer = nn.TransformerEncoderLayer(
-        emb_size, num_heads, dim_feedforward=hidden, dropout=0.0, activation="gelu",
-        layer_norm_eps=norms[0].eps, batch_first=True, norm_first=norm_first,
-        device=like.device, dtype=like.dtype,
-    )  # fmt: skip
+        emb_size,
+        num_heads,
+        dim_feedforward=hidden,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_eps=norms[0].eps,
+        batch_first=True,
+        norm_first=norm_first,
+        device=like.device,
+        dtype=like.dtype,
+    )
     layer.self_attn = torch_multihead_attention(attention, num_heads)
     layer.load_state_dict(
         {

@@ -33,8 +33,12 @@ from course_utils.reference import (
     torch_multihead_attention,
 )
 
-SHORTCUTS = ["scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward",
-             "course_utils"]  # fmt: skip
+SHORTCUTS = [
+    "scaled_dot_product_attention",
+    "MultiheadAttention",
+    "multi_head_attention_forward",
+    "course_utils",
+]
 
 
 def make_mask(kind: str | None, batch: int, seq_len: int, device: torch.device) -> Tensor | None:
@@ -54,6 +58,15 @@ def _attention_matrix(q: Tensor, k: Tensor, scale: float, mask: Tensor | None) -
     return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
 
 
+def _where_fully_masked(out: Tensor, mask: Tensor, fill: str, values: Tensor) -> Tensor:
+    """SDPA gives 0 for a query whose keys are all masked; a hand-written softmax gives NaN
+    (with -inf) or the mean of the values (with a large negative number)."""
+    blocked = ~mask.any(-1, keepdim=True)
+    if fill == "nan":
+        return out.masked_fill(blocked, float("nan"))
+    return torch.where(blocked, values.mean(-2, keepdim=True), out)
+
+
 def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -> list[Mistake]:
     emb_size = x.shape[-1]
     head_dim = emb_size // heads
@@ -65,58 +78,85 @@ def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -
     def transposed(m: Tensor | None) -> Tensor | None:
         return None if m is None else m.transpose(-1, -2)
 
-    def sdpa(**kwargs) -> Tensor:
-        return F.scaled_dot_product_attention(q, k, v, **{"attn_mask": mask, **kwargs})
+    def sdpa(query: Tensor = q, key: Tensor = k, **kwargs) -> Tensor:
+        return F.scaled_dot_product_attention(query, key, v, **{"attn_mask": mask, **kwargs})
 
     def split_dh(p: tuple) -> Tensor:
         return rearrange(F.linear(x, *p), "b n (d h) -> b h n d", h=heads)
 
     mistakes = [
-        Mistake("scaled after the softmax",
-                "divide the scores q·k by sqrt(head_dim) before torch.softmax, not the weights after it.",
-                lambda: finish(sdpa(scale=1.0) / head_dim**0.5)),
-        Mistake("scaled after the softmax, and by sqrt(emb_size)",
-                "divide the scores by sqrt(head_dim) = sqrt(emb_size / num_heads), before the softmax.",
-                lambda: finish(sdpa(scale=1.0) / emb_size**0.5)),
-        Mistake("scaled by sqrt(emb_size) instead of sqrt(head_dim)",
-                f"each head works in head_dim = emb_size / num_heads = {head_dim} dimensions: "
-                "divide by sqrt(head_dim).",
-                lambda: finish(sdpa(scale=emb_size**-0.5))),
-        Mistake("scores not scaled",
-                "divide the scores by sqrt(head_dim) before the softmax.",
-                lambda: finish(sdpa(scale=1.0))),
-        Mistake("softmax over the wrong axis",
-                "each query's weights over the keys must sum to 1: softmax over the last axis "
-                "(dim=-1) of the (b, h, query, key) scores.",
-                lambda: finish(_attention_matrix(k, q, head_dim**-0.5, transposed(mask))
-                               .transpose(-1, -2) @ v)),
-        Mistake("queries and keys swapped",
-                "the scores are einsum('bhqd, bhkd -> bhqk', queries, keys): queries index the rows.",
-                lambda: finish(sdpa(query=k, key=q, attn_mask=transposed(mask)))),
-        Mistake("heads merged in the wrong order",
-                "merge with rearrange(out, 'b h n d -> b n (h d)'): the heads axis comes first.",
-                lambda: finish(sdpa(), "b h n d -> b n (d h)")),
-        Mistake("heads split in the wrong order",
-                "split with rearrange(..., 'b n (h d) -> b h n d', h=num_heads).",
-                lambda: finish(F.scaled_dot_product_attention(
-                    split_dh(w.q), split_dh(w.k), split_dh(w.v), attn_mask=mask))),
-        Mistake("output projection missing",
-                "after merging the heads, apply self.projection.",
-                lambda: rearrange(sdpa(), "b h n d -> b n (h d)")),
-    ]  # fmt: skip
+        Mistake(
+            "scaled after the softmax",
+            "divide the scores q·k by sqrt(head_dim) before torch.softmax, not the weights after it.",
+            lambda: finish(sdpa(scale=1.0) / head_dim**0.5),
+        ),
+        Mistake(
+            "scaled after the softmax, and by sqrt(emb_size)",
+            "divide the scores by sqrt(head_dim) = sqrt(emb_size / num_heads), before the softmax.",
+            lambda: finish(sdpa(scale=1.0) / emb_size**0.5),
+        ),
+        Mistake(
+            "scaled by sqrt(emb_size) instead of sqrt(head_dim)",
+            f"each head works in head_dim = emb_size / num_heads = {head_dim} dimensions: "
+            "divide by sqrt(head_dim).",
+            lambda: finish(sdpa(scale=emb_size**-0.5)),
+        ),
+        Mistake(
+            "scores not scaled",
+            "divide the scores by sqrt(head_dim) before the softmax.",
+            lambda: finish(sdpa(scale=1.0)),
+        ),
+        Mistake(
+            "softmax over the wrong axis",
+            "each query's weights over the keys must sum to 1: softmax over the last axis "
+            "(dim=-1) of the (b, h, query, key) scores.",
+            lambda: finish(_attention_matrix(k, q, head_dim**-0.5, transposed(mask)).transpose(-1, -2) @ v),
+        ),
+        Mistake(
+            "queries and keys swapped",
+            "the scores are einsum('bhqd, bhkd -> bhqk', queries, keys): queries index the rows.",
+            lambda: finish(sdpa(query=k, key=q, attn_mask=transposed(mask))),
+        ),
+        Mistake(
+            "heads merged in the wrong order",
+            "merge with rearrange(out, 'b h n d -> b n (h d)'): the heads axis comes first.",
+            lambda: finish(sdpa(), "b h n d -> b n (d h)"),
+        ),
+        Mistake(
+            "heads split in the wrong order",
+            "split with rearrange(..., 'b n (h d) -> b h n d', h=num_heads).",
+            lambda: finish(
+                F.scaled_dot_product_attention(split_dh(w.q), split_dh(w.k), split_dh(w.v), attn_mask=mask)
+            ),
+        ),
+        Mistake(
+            "output projection missing",
+            "after merging the heads, apply self.projection.",
+            lambda: rearrange(sdpa(), "b h n d -> b n (h d)"),
+        ),
+    ]
     if mask is not None:
         mistakes += [
-            Mistake("mask ignored",
-                    "when mask is given, fill the scores where mask is False with -inf "
-                    "(scores.masked_fill(~mask, float('-inf'))) before the softmax.",
-                    lambda: finish(sdpa(attn_mask=None))),
-            Mistake("mask inverted",
-                    "mask is True where attention is allowed: fill where ~mask.",
-                    lambda: finish(sdpa(attn_mask=~mask)) if (~mask).any(-1).all() else None),
-            Mistake("mask applied after the softmax",
-                    "mask the scores before the softmax, so that the allowed weights still sum to 1.",
-                    lambda: finish((_attention_matrix(q, k, head_dim**-0.5, None) * mask) @ v)),
-        ]  # fmt: skip
+            Mistake(
+                "mask ignored",
+                "when mask is given, fill the scores where mask is False with -inf "
+                "(scores.masked_fill(~mask, float('-inf'))) before the softmax.",
+                lambda: finish(sdpa(attn_mask=None)),
+            ),
+            *(
+                Mistake(
+                    "mask inverted",
+                    "mask is True where attention is allowed: fill the scores where ~mask.",
+                    lambda fill=fill: finish(_where_fully_masked(sdpa(attn_mask=~mask), ~mask, fill, v)),
+                )
+                for fill in ("nan", "mean")
+            ),
+            Mistake(
+                "mask applied after the softmax",
+                "mask the scores before the softmax, so that the allowed weights still sum to 1.",
+                lambda: finish((_attention_matrix(q, k, head_dim**-0.5, None) * mask) @ v),
+            ),
+        ]
     return mistakes
 
 
@@ -147,15 +187,19 @@ def check_multi_head_attention(
         try:
             candidates = attention_weights_of(module)
         except AttributeError as err:
-            fail(f"{what}: {err}. Keep the skeleton's layers: queries, keys and values "
-                 "(or one fused qkv) and projection, and self.num_heads.")  # fmt: skip
+            fail(
+                f"{what}: {err}. Keep the skeleton's layers: queries, keys and values "
+                "(or one fused qkv) and projection, and self.num_heads."
+            )
         x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
         x.requires_grad_(grad)
         m = make_mask(mask, batch, seq_len, device)
         call = f"{what}(x of shape {tuple(x.shape)}, {dtype}" + (f", {mask} mask" if mask else "")
         call += f"){on(device)}"
-        got = as_tensor(run_student(call, module, x, mask=m) if m is not None
-                        else run_student(call, module, x), call)  # fmt: skip
+        got = as_tensor(
+            run_student(call, module, x, mask=m) if m is not None else run_student(call, module, x),
+            call,
+        )
         expect_shape(got, x.shape, call, "Attention maps (b, n, emb_size) to the same shape.")
         expect_dtype(got, dtype, call)
         references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
@@ -175,13 +219,19 @@ def _check_gradients(module, got: Tensor, references: list[Tensor], x: Tensor, c
     """The gradient w.r.t. x matches the reference's, and every weight receives a gradient."""
     weights = torch.randn_like(got)
     params = [p for p in module.parameters() if p.requires_grad]
-    grads = run_student(f"backward through {call}", torch.autograd.grad,
-                        (got * weights).sum(), [x, *params], allow_unused=True)  # fmt: skip
-    for name, g in zip([n for n, p in module.named_parameters() if p.requires_grad], grads[1:],
-                       strict=True):  # fmt: skip
+    grads = run_student(
+        f"backward through {call}",
+        torch.autograd.grad,
+        (got * weights).sum(),
+        [x, *params],
+        allow_unused=True,
+    )
+    for name, g in zip([n for n, p in module.named_parameters() if p.requires_grad], grads[1:], strict=True):
         if g is None or not g.any():
-            fail(f"{call}: no gradient reaches `{name}`. Is part of forward detached or "
-                 "computed outside the graph?")  # fmt: skip
+            fail(
+                f"{call}: no gradient reaches `{name}`. Is part of forward detached or "
+                "computed outside the graph?"
+            )
     matching = [r for r in references if close(got, r)]
     (expected,) = torch.autograd.grad((matching[0] * weights).sum(), x)
     expect_close(grads[0], expected, f"gradient w.r.t. x of {call}")

@@ -1,5 +1,6 @@
 """Checks of Q8: ``TransformerEncoderBlock``, ``TransformerEncoder`` and the ViT parameter count."""
 
+import numbers
 from collections.abc import Callable
 from itertools import combinations
 
@@ -31,8 +32,11 @@ FORBIDDEN = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAtte
 
 
 def _attention_module(block: nn.Module, what: str) -> nn.Module:
-    found = [m for m in block.modules()
-             if hasattr(m, "projection") and (hasattr(m, "queries") or hasattr(m, "qkv"))]  # fmt: skip
+    found = [
+        m
+        for m in block.modules()
+        if hasattr(m, "projection") and (hasattr(m, "queries") or hasattr(m, "qkv"))
+    ]
     if len(found) != 1:
         fail(f"{what}: expected one MultiHeadAttention (from notebook 04) inside, found {len(found)}.")
     return found[0]
@@ -45,20 +49,26 @@ def _checked_attention(mha: nn.Module, x: torch.Tensor, what: str) -> AttentionW
         for weights in attention_weights_of(mha):
             if close(got, sdpa_attention(x, weights, mha.num_heads)):
                 return weights
-    fail(f"{what}: the MultiHeadAttention inside does not match scaled_dot_product_attention. "
-         "Fix it first: run check_multi_head_attention(MultiHeadAttention) from notebook 04.")  # fmt: skip
+    fail(
+        f"{what}: the MultiHeadAttention inside does not match scaled_dot_product_attention. "
+        "Fix it first: run check_multi_head_attention(MultiHeadAttention) from notebook 04."
+    )
 
 
 def reference_layer(block: nn.Module, x: torch.Tensor, what: str, norm_first: bool = True):
     """The ``nn.TransformerEncoderLayer`` holding a copy of the student's block's weights."""
     if any(isinstance(m, FORBIDDEN) for m in block.modules()):
-        fail(f"{what}: build the block from your own MultiHeadAttention, ResidualAdd and "
-             "FeedForwardBlock; PyTorch's Transformer layers are what it is checked against.")  # fmt: skip
+        fail(
+            f"{what}: build the block from your own MultiHeadAttention, ResidualAdd and "
+            "FeedForwardBlock; PyTorch's Transformer layers are what it is checked against."
+        )
     norms = find_layers(block, nn.LayerNorm)
     if len(norms) == 1:
-        fail(f"{what}: both sublayers use the same nn.LayerNorm: this is the known mistake one "
-             "LayerNorm shared by both sublayers. Hint: create a new nn.LayerNorm(emb_size) "
-             "inside each ResidualAdd; each learns its own scale and shift.")  # fmt: skip
+        fail(
+            f"{what}: both sublayers use the same nn.LayerNorm: this is the known mistake one "
+            "LayerNorm shared by both sublayers. Hint: create a new nn.LayerNorm(emb_size) "
+            "inside each ResidualAdd; each learns its own scale and shift."
+        )
     if len(norms) != 2:
         fail(f"{what}: a pre-norm block has two nn.LayerNorm layers, one per sublayer; found {len(norms)}.")
     mha = _attention_module(block, what)
@@ -84,31 +94,51 @@ def _block_mistakes(block: nn.Module, x: torch.Tensor, what: str) -> list[Mistak
         return feed_forward(layer.norm2(h)) + (h if second else 0)
 
     return [
-        Mistake("post-norm instead of pre-norm",
-                "ViT normalises before each sublayer: x + MHA(LayerNorm(x)), then "
-                "x + FFN(LayerNorm(x)); post-norm is LayerNorm(x + MHA(x)).",
-                lambda: reference_layer(block, x, what, norm_first=False)(x)),
-        Mistake("the residual is missing around attention",
-                "wrap LayerNorm -> MultiHeadAttention -> Dropout in ResidualAdd.",
-                lambda: without(False, True)),
-        Mistake("the residual is missing around the feed-forward block",
-                "wrap LayerNorm -> FeedForwardBlock -> Dropout in ResidualAdd.",
-                lambda: without(True, False)),
-        Mistake("no residual connections", "wrap both sublayers in ResidualAdd.",
-                lambda: without(False, False)),
-    ]  # fmt: skip
+        Mistake(
+            "post-norm instead of pre-norm",
+            "ViT normalises before each sublayer: x + MHA(LayerNorm(x)), then "
+            "x + FFN(LayerNorm(x)); post-norm is LayerNorm(x + MHA(x)).",
+            lambda: reference_layer(block, x, what, norm_first=False)(x),
+        ),
+        Mistake(
+            "the residual is missing around attention",
+            "wrap LayerNorm -> MultiHeadAttention -> Dropout in ResidualAdd.",
+            lambda: without(False, True),
+        ),
+        Mistake(
+            "the residual is missing around the feed-forward block",
+            "wrap LayerNorm -> FeedForwardBlock -> Dropout in ResidualAdd.",
+            lambda: without(True, False),
+        ),
+        Mistake(
+            "no residual connections",
+            "wrap both sublayers in ResidualAdd.",
+            lambda: without(False, False),
+        ),
+    ]
 
 
 def check_encoder_block(
-    TransformerEncoderBlock: type, emb_size: int = 32, num_heads: int = 4,
-    forward_expansion: int = 4, batch: int = 2, seq_len: int = 5,
-    dtype: torch.dtype = torch.float32, seed: int = 0,
-) -> None:  # fmt: skip
+    TransformerEncoderBlock: type,
+    emb_size: int = 32,
+    num_heads: int = 4,
+    forward_expansion: int = 4,
+    batch: int = 2,
+    seq_len: int = 5,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> None:
     """The block against ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")``."""
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
     for device in check_devices():
         what = call_text("TransformerEncoderBlock", **kwargs)
         block = build(TransformerEncoderBlock, seed, **kwargs).to(device, dtype)
+        heads = _attention_module(block, what).num_heads
+        if heads != num_heads:
+            fail(
+                f"{what}: its MultiHeadAttention has num_heads={heads}, expected {num_heads}: "
+                "pass **kwargs on to MultiHeadAttention(emb_size, **kwargs)."
+            )
         _randomise_norms(block, seed)
         x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
         label = f"{what}(x){on(device)}"
@@ -130,9 +160,15 @@ def _randomise_norms(module: nn.Module, seed: int) -> None:
 
 
 def check_encoder(
-    TransformerEncoder: type, TransformerEncoderBlock: type, depth: int = 3, emb_size: int = 32,
-    num_heads: int = 4, batch: int = 2, seq_len: int = 5, seed: int = 0,
-) -> None:  # fmt: skip
+    TransformerEncoder: type,
+    TransformerEncoderBlock: type,
+    depth: int = 3,
+    emb_size: int = 32,
+    num_heads: int = 4,
+    batch: int = 2,
+    seq_len: int = 5,
+    seed: int = 0,
+) -> None:
     """``TransformerEncoder(depth, **kwargs)``: depth distinct blocks applied in turn."""
     kwargs = dict(depth=depth, emb_size=emb_size, num_heads=num_heads)
     what = call_text("TransformerEncoder", **kwargs)
@@ -140,15 +176,19 @@ def check_encoder(
         encoder = build(TransformerEncoder, seed, **kwargs).to(device)
         blocks = [m for m in encoder.modules() if isinstance(m, TransformerEncoderBlock)]
         if isinstance(encoder, nn.Sequential) and len(encoder) == depth and len(blocks) < depth:
-            fail(f"{what} holds the same block {depth} times, so every layer shares one set of "
-                 "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "
-                 "e.g. [TransformerEncoderBlock(**kwargs) for _ in range(depth)].")  # fmt: skip
+            fail(
+                f"{what} holds the same block {depth} times, so every layer shares one set of "
+                "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "
+                "e.g. [TransformerEncoderBlock(**kwargs) for _ in range(depth)]."
+            )
         if len(blocks) != depth:
             fail(f"{what}: expected {depth} TransformerEncoderBlock layers, found {len(blocks)}.")
         heads = {_attention_module(b, what).num_heads for b in blocks}
         if heads != {num_heads}:
-            fail(f"{what}: the blocks' attention has num_heads {sorted(heads)}, expected "
-                 f"{num_heads}: pass **kwargs on to every TransformerEncoderBlock.")  # fmt: skip
+            fail(
+                f"{what}: the blocks' attention has num_heads {sorted(heads)}, expected "
+                f"{num_heads}: pass **kwargs on to every TransformerEncoderBlock."
+            )
         _randomise_norms(encoder, seed)
         x = random_tensor(batch, seq_len, emb_size, seed=seed, device=device)
         label = f"{what}(x){on(device)}"
@@ -182,23 +222,34 @@ def check_parameter_count(vit_parameter_count: Callable) -> None:
     from course_utils.reference import vit_parameter_count as reference
 
     cases = [  # (patch, emb, depth, heads, mlp, img, channels, classes): ViT-B/16, L/16, H/14, a tiny one
-        (16, 768, 12, 12, 3072, 224, 3, 1000), (16, 1024, 24, 16, 4096, 224, 3, 1000),
-        (14, 1280, 32, 16, 5120, 224, 3, 1000), (4, 64, 2, 4, 128, 32, 1, 10),
-    ]  # fmt: skip
+        (16, 768, 12, 12, 3072, 224, 3, 1000),
+        (16, 1024, 24, 16, 4096, 224, 3, 1000),
+        (14, 1280, 32, 16, 5120, 224, 3, 1000),
+        (4, 64, 2, 4, 128, 32, 1, 10),
+    ]
     for patch, emb, depth, heads, mlp, img, channels, classes in cases:
-        args = dict(patch_size=patch, emb_size=emb, depth=depth, mlp_size=mlp, img_size=img,
-                    in_channels=channels, n_classes=classes)  # fmt: skip
+        args = dict(
+            patch_size=patch,
+            emb_size=emb,
+            depth=depth,
+            mlp_size=mlp,
+            img_size=img,
+            in_channels=channels,
+            n_classes=classes,
+        )
         what = call_text("vit_parameter_count", **args)
         got = run_student(what, vit_parameter_count, **args)
         expected = reference(patch, emb, depth, heads, mlp, img, channels, classes)
-        if not isinstance(got, int | float) or isinstance(got, bool):
-            fail(f"{what} returned a {type(got).__name__}; expected an int.")
+        if not isinstance(got, numbers.Integral) or isinstance(got, bool):
+            fail(
+                f"{what} returned a {type(got).__name__}; expected an int (use // for the "
+                "number of patches, and int() around anything from numpy or math)."
+            )
         if got == expected:
             continue
         parts = _components(patch, emb, depth, mlp, img, channels, classes)
         for r in (1, 2):
             for names in combinations(parts, r):
                 if expected - got == sum(parts[n] for n in names):
-                    fail(f"{what} = {got:,}, expected {expected:,}: the difference is "
-                         f"{' and '.join(names)}.")  # fmt: skip
+                    fail(f"{what} = {got:,}, expected {expected:,}: the difference is {' and '.join(names)}.")
         fail(f"{what} = {got:,}, expected {expected:,} (off by {got - expected:+,}).")

@@ -78,8 +78,7 @@ def check_patch_embedding(
         PatchEmbedding: the student's class.
         grad: also check that gradients reach the projection's weights.
     """
-    kwargs = dict(in_channels=in_channels, patch_size=patch_size, emb_size=emb_size,
-                  img_size=img_size)  # fmt: skip
+    kwargs = dict(in_channels=in_channels, patch_size=patch_size, emb_size=emb_size, img_size=img_size)
     num_patches = (img_size // patch_size) ** 2
     for device in check_devices():
         module = build(PatchEmbedding, seed, **kwargs).to(device, dtype)
@@ -101,5 +100,7 @@ def check_patch_embedding(
             run_student(f"backward through {what}", got.square().sum().backward)
             for name, parameter in module.named_parameters():
                 if parameter.grad is None or not parameter.grad.any():
-                    fail(f"{what}: no gradient reached `{name}`. Is part of forward detached "
-                         "or run under torch.no_grad()?")  # fmt: skip
+                    fail(
+                        f"{what}: no gradient reached `{name}`. Is part of forward detached "
+                        "or run under torch.no_grad()?"
+                    )

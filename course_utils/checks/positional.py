@@ -66,8 +66,10 @@ def check_position_encoding(
         got = as_tensor(run_student(what, getPositionEncoding, seq_len, d, **given), what).double()
         expected = torch.from_numpy(sinusoidal_table(seq_len, d, n))
         if tuple(got.shape) == (d, seq_len) and d != seq_len:
-            fail(f"{what}: expected shape {(seq_len, d)}, got {(d, seq_len)}: rows and columns "
-                 f"are swapped. {LAYOUT}")  # fmt: skip
+            fail(
+                f"{what}: expected shape {(seq_len, d)}, got {(d, seq_len)}: rows and columns "
+                f"are swapped. {LAYOUT}"
+            )
         expect_shape(got, (seq_len, d), what, LAYOUT)
         if seq_len > 1 and not got[1:].any() and expected[1:].any():
             fail(

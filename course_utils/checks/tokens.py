@@ -38,31 +38,50 @@ def check_prepend_cls_token(
         what = f"prepend_cls_token(x of shape {tuple(x.shape)}, cls_token of shape (1, 1, {emb_size})){on(device)}"
         got = as_tensor(run_student(what, prepend_cls_token, x, cls_token), what)
         if got.shape[1:] == (num_patches + 1, emb_size) and got.shape[0] == 1 and batch > 1:
-            fail(f"{what}: expected shape {(batch, num_patches + 1, emb_size)}, got {tuple(got.shape)}: "
-                 "the class token must be repeated for every image in the batch, "
-                 "e.g. repeat(cls_token, '() n e -> b n e', b=b).")  # fmt: skip
-        expect_shape(got, (batch, num_patches + 1, emb_size), what,
-                     "One class token is added in front of the n patch tokens of each image.")  # fmt: skip
+            fail(
+                f"{what}: expected shape {(batch, num_patches + 1, emb_size)}, got {tuple(got.shape)}: "
+                "the class token must be repeated for every image in the batch, "
+                "e.g. repeat(cls_token, '() n e -> b n e', b=b)."
+            )
+        expect_shape(
+            got,
+            (batch, num_patches + 1, emb_size),
+            what,
+            "One class token is added in front of the n patch tokens of each image.",
+        )
         if not torch.equal(x, x_before):
             fail(f"{what}: your function changed its input x; build a new tensor instead.")
         expected = torch.empty_like(got)
         expected[:, :1], expected[:, 1:] = cls_token.detach(), x
-        expect_close(got, expected, what, [
-            Mistake("class token appended last",
+        expect_close(
+            got,
+            expected,
+            what,
+            [
+                Mistake(
+                    "class token appended last",
                     "the class token goes in front: torch.cat([cls_tokens, x], dim=1).",
-                    lambda: torch.roll(expected, -1, dims=1)),
-        ])  # fmt: skip
+                    lambda: torch.roll(expected, -1, dims=1),
+                ),
+            ],
+        )
         if not got.requires_grad:
-            fail(f"{what}: the result does not require grad, so cls_token would never be "
-                 "trained. Use cls_token itself (repeat/expand keep the graph), not .data or a copy.")  # fmt: skip
+            fail(
+                f"{what}: the result does not require grad, so cls_token would never be "
+                "trained. Use cls_token itself (repeat/expand keep the graph), not .data or a copy."
+            )
         (grad,) = torch.autograd.grad(got.sum(), cls_token)
         expect_close(grad, torch.full_like(grad, batch), f"gradient of the sum of {what} w.r.t. cls_token")
 
 
 def check_learned_positions(
-    LearnedPositions: type, num_positions: int = 17, emb_size: int = 8, batch: int = 2,
-    dtype: torch.dtype = torch.float32, seed: int = 0,
-) -> None:  # fmt: skip
+    LearnedPositions: type,
+    num_positions: int = 17,
+    emb_size: int = 8,
+    batch: int = 2,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> None:
     """``LearnedPositions(num_positions, emb_size)``: a trainable table added to the tokens."""
     for device in check_devices():
         module = build(LearnedPositions, seed, num_positions=num_positions, emb_size=emb_size)
@@ -70,13 +89,24 @@ def check_learned_positions(
         what = call_text("LearnedPositions", num_positions=num_positions, emb_size=emb_size)
         positions = getattr(module, "positions", None)
         if not isinstance(positions, nn.Parameter):
-            fail(f"{what}.positions should be an nn.Parameter so the optimizer trains it; "
-                 f"got {type(positions).__name__}.")  # fmt: skip
+            fail(
+                f"{what}.positions should be an nn.Parameter so the optimizer trains it; "
+                f"got {type(positions).__name__}."
+            )
         if positions.numel() != num_positions * emb_size:
-            fail(f"{what}.positions should hold one emb_size vector per position, shape "
-                 f"{(num_positions, emb_size)}; got {tuple(positions.shape)}.")  # fmt: skip
-        _check_adds_table(module, positions.detach().reshape(num_positions, emb_size),
-                          what, batch, dtype, device, seed)  # fmt: skip
+            fail(
+                f"{what}.positions should hold one emb_size vector per position, shape "
+                f"{(num_positions, emb_size)}; got {tuple(positions.shape)}."
+            )
+        _check_adds_table(
+            module,
+            positions.detach().reshape(num_positions, emb_size),
+            what,
+            batch,
+            dtype,
+            device,
+            seed,
+        )
         x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype, device=device)
         got = run_student(f"{what}(x)", module, x)
         (grad,) = torch.autograd.grad(got.sum(), positions, allow_unused=True)
@@ -85,23 +115,34 @@ def check_learned_positions(
 
 
 def check_sinusoidal_positions(
-    SinusoidalPositions: type, num_positions: int = 17, emb_size: int = 8, batch: int = 2,
+    SinusoidalPositions: type,
+    num_positions: int = 17,
+    emb_size: int = 8,
+    batch: int = 2,
     seed: int = 0,
-) -> None:  # fmt: skip
+) -> None:
     """``SinusoidalPositions(num_positions, emb_size)``: the fixed table, a buffer in the model's dtype."""
     what = call_text("SinusoidalPositions", num_positions=num_positions, emb_size=emb_size)
     module = build(SinusoidalPositions, seed, num_positions=num_positions, emb_size=emb_size)
     positions = getattr(module, "positions", None)
     if isinstance(positions, nn.Parameter):
-        fail(f"{what}.positions is an nn.Parameter, so the optimizer would change the fixed "
-             "sinusoidal table. Store it with self.register_buffer('positions', table).")  # fmt: skip
+        fail(
+            f"{what}.positions is an nn.Parameter, so the optimizer would change the fixed "
+            "sinusoidal table. Store it with self.register_buffer('positions', table)."
+        )
     if "positions" not in dict(module.named_buffers()):
-        fail(f"{what}.positions is not a registered buffer, so .to(device), .half() and "
-             "state_dict() leave it behind. Use self.register_buffer('positions', table).")  # fmt: skip
-    expect_dtype(positions, torch.get_default_dtype(), f"{what}.positions",
-                 "getPositionEncoding returns float64 numpy; convert the table with "
-                 "torch.tensor(table, dtype=torch.float32) so that float64 does not leak into "
-                 "the model's output.")  # fmt: skip
+        fail(
+            f"{what}.positions is not a registered buffer, so .to(device), .half() and "
+            "state_dict() leave it behind. Use self.register_buffer('positions', table)."
+        )
+    expect_dtype(
+        positions,
+        torch.get_default_dtype(),
+        f"{what}.positions",
+        "getPositionEncoding returns float64 numpy; convert the table with "
+        "torch.tensor(table, dtype=torch.float32) so that float64 does not leak into "
+        "the model's output.",
+    )
     table = torch.from_numpy(sinusoidal_table(num_positions, emb_size)).float()
     expect_close(positions.reshape(-1, emb_size), table, f"{what}.positions")
     for device in check_devices():
@@ -109,8 +150,10 @@ def check_sinusoidal_positions(
             moved = module.to(device, dtype)
             label = f"{what}.to({device.type!r}, {dtype})"
             if moved.positions.dtype != dtype or moved.positions.device.type != device.type:
-                fail(f"{label}.positions is {moved.positions.dtype} on {moved.positions.device}: "
-                     "a registered buffer moves with the module.")  # fmt: skip
+                fail(
+                    f"{label}.positions is {moved.positions.dtype} on {moved.positions.device}: "
+                    "a registered buffer moves with the module."
+                )
             _check_adds_table(moved, table.to(device, dtype), label, batch, dtype, device, seed)
     module.to("cpu", torch.float32)
 

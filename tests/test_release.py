@@ -1,0 +1,91 @@
+"""The release: student notebooks are a fresh nbgrader generation, leak nothing, store no outputs."""
+
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from autograder.release import assignments, release
+from tests.mutations import SOLUTION
+from tests.notebook_kernel import ROOT, read
+
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+IDS = assignments()
+
+
+def test_every_assignment_has_a_committed_student_notebook():
+    assert IDS, "no assignments in solutions/"
+    for name in IDS:
+        assert (ROOT / "notebooks" / name / f"{name}.ipynb").is_file(), f"{name} was never released"
+
+
+def test_student_notebooks_equal_a_fresh_generation(tmp_path):
+    release(release_directory=tmp_path)
+    for name in IDS:
+        fresh = read(tmp_path / name / f"{name}.ipynb")
+        committed = read(ROOT / "notebooks" / name / f"{name}.ipynb")
+        assert fresh == committed, f"notebooks/{name} is stale: run `python -m autograder release`"
+
+
+def _secret_lines(source: str, pattern: re.Pattern) -> set[str]:
+    """Non-trivial lines inside the blocks ``pattern`` finds, less those also outside them."""
+    inside = {line.strip() for block in pattern.findall(source) for line in block.splitlines()}
+    outside = {line.strip() for line in pattern.sub("", source).splitlines()}
+    return {line for line in inside - outside if len(line) > 12 and not line.startswith("###")}
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_student_notebook_holds_no_solution_and_no_hidden_test(name):
+    source = read(ROOT / "solutions" / name / f"{name}.ipynb")
+    student = nbformat.writes(read(ROOT / "notebooks" / name / f"{name}.ipynb"))
+    student_lines = {
+        line.strip()
+        for c in read(ROOT / "notebooks" / name / f"{name}.ipynb").cells
+        for line in c.source.splitlines()
+    }
+    assert "BEGIN SOLUTION" not in student and "HIDDEN TESTS" not in student
+    for cell in source.cells:
+        secrets = _secret_lines(cell.source, SOLUTION) | _secret_lines(cell.source, HIDDEN)
+        assert not secrets & student_lines, f"{name} leaks: {sorted(secrets & student_lines)[:3]}"
+
+
+@pytest.mark.parametrize("folder", ["solutions", "notebooks"])
+def test_notebooks_are_stored_without_outputs(folder):
+    for path in sorted((ROOT / folder).rglob("*.ipynb")):
+        for cell in read(path).cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path} stores outputs"
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_nbgrader_metadata_is_complete(name):
+    nb = read(ROOT / "solutions" / name / f"{name}.ipynb")
+    cells = [c.metadata.nbgrader for c in nb.cells if "nbgrader" in c.metadata]
+    grade_ids = [c.grade_id for c in cells]
+    assert len(grade_ids) == len(set(grade_ids)), "grade ids must be unique"
+    graded = [c for c in cells if c.grade]
+    assert graded and all(c.locked and c.points > 0 for c in graded)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            assert cell.source.startswith('"""'), "a graded cell starts with a docstring"
+            assert "### BEGIN HIDDEN TESTS" in cell.source, "a graded cell has hidden tests"
+
+
+def test_release_command_refuses_an_unknown_assignment():
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder", "release", "no_such_assignment"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode != 0 and "no assignment 'no_such_assignment'" in result.stderr
+
+
+def test_code_is_ruff_clean():
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "."], capture_output=True, text=True, cwd=ROOT
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -111,9 +111,7 @@ def tolerance_of(dtype: torch.dtype) -> tuple[float, float]:
     return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
 
 
-def close(
-    got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float] | None = None
-) -> bool:
+def close(got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float] | None = None) -> bool:
     """Whether two results agree within ``tolerance`` (by default, that of ``expected``'s dtype)."""
     if tuple(got.shape) != tuple(expected.shape):
         return False
@@ -122,9 +120,7 @@ def close(
     return bool(torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True))
 
 
-def describe_difference(
-    got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float]
-) -> str:
+def describe_difference(got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float]) -> str:
     """'N of M values differ; first at [i, j]: expected a, got b' — no wall of numbers."""
     atol, rtol = tolerance
     got, expected = got.detach().cpu().double(), expected.detach().cpu().double()

@@ -48,7 +48,8 @@ class AttentionWeights:
     out: tuple[Tensor, Tensor | None]
 
 
-QKV_LAYOUTS = {  # how a fused qkv Linear's output splits: (qkv h d) as in timm, (h d qkv) as in the einops tutorial
+# How a fused qkv Linear's output splits: (qkv h d) as in timm, (h d qkv) as in the einops tutorial.
+QKV_LAYOUTS = {
     "(qkv h d)": "(qkv h d) e -> qkv (h d) e",
     "(h d qkv)": "(h d qkv) e -> qkv (h d) e",
 }

@@ -364,7 +364,7 @@ RESIDUAL = _variants(
             [
                 (
                     "",
-                    "        return nn.functional.layer_norm(x, x.shape[-1:], self.gamma, self.beta, self.eps)",
+                    "        return nn.functional.layer_norm(x, x.shape[-1:], self.gamma, self.beta)",
                 )
             ],
             "uses `layer_norm`",

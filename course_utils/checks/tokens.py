@@ -35,7 +35,8 @@ def check_prepend_cls_token(
         x = random_tensor(batch, num_patches, emb_size, seed=seed, dtype=dtype, device=device)
         cls_token = nn.Parameter(random_tensor(1, 1, emb_size, seed=seed + 1, dtype=dtype, device=device))
         x_before = x.clone()
-        what = f"prepend_cls_token(x of shape {tuple(x.shape)}, cls_token of shape (1, 1, {emb_size})){on(device)}"
+        shapes = f"x of shape {tuple(x.shape)}, cls_token of shape (1, 1, {emb_size})"
+        what = f"prepend_cls_token({shapes}){on(device)}"
         got = as_tensor(run_student(what, prepend_cls_token, x, cls_token), what)
         if got.shape[1:] == (num_patches + 1, emb_size) and got.shape[0] == 1 and batch > 1:
             fail(

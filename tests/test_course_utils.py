@@ -157,7 +157,7 @@ def test_position_check_rejects_transposed_tables():
         return np.stack([np.sin(angles), np.cos(angles)], -1).reshape(seq_len, d).T
 
     with pytest.raises(AssertionError, match="rows and columns are swapped"):
-        check_position_encoding(transposed)
+        check_position_encoding(transposed, cases=[(6, 4, 100)])
 
 
 def test_patch_check_explains_a_wrong_number_of_tokens():

@@ -89,3 +89,14 @@ def test_code_is_ruff_clean():
             [sys.executable, "-m", "ruff", *command, "."], capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_environment_yml_lists_the_dependencies_of_pyproject():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted([*project["dependencies"], "-e ."])

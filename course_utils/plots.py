@@ -37,7 +37,7 @@ def show_patches(image, patch_size: int, max_patches: int = 49) -> plt.Figure:
     ax.grid(color="white", linewidth=1)
     ax.set_title(f"{height}x{width} image, {len(patches)} patches of {patch_size}x{patch_size}")
     columns = int(np.ceil(np.sqrt(shown)))
-    grid = fig.add_gridspec(columns, columns, left=0.55, right=0.98, wspace=0.1, hspace=0.3)
+    grid = fig.add_gridspec(columns, columns, left=0.55, right=0.98, wspace=0.1, hspace=0.5)
     for i in range(shown):
         sub = fig.add_subplot(grid[i // columns, i % columns])
         sub.imshow(np.clip(patches[i], 0, 1).squeeze(), cmap="gray")

@@ -1,7 +1,7 @@
 """nbgrader configuration of the course: ``solutions/`` is the source, ``notebooks/`` the release.
 
-Used by ``python -m autograder release``, and by nbgrader's own commands with
-``--config autograder/nbgrader_config.py``.
+Used by ``python -m autograder release``, and by nbgrader's own commands through
+the repository root's ``nbgrader_config.py``.
 """
 
 from pathlib import Path

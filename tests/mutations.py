@@ -33,7 +33,7 @@ def edited_source(source: str, edits: tuple[tuple[str, str], ...]) -> str:
     return source
 
 
-def _variants(notebook: str, cell: str, test: str, table: list[tuple]) -> list[Variant]:
+def variants(notebook: str, cell: str, test: str, table: list[tuple]) -> list[Variant]:
     return [Variant(notebook, cell, test, name, tuple(edits), expect) for name, edits, expect in table]
 
 
@@ -44,7 +44,7 @@ VECTORISED_PE = """\
     P[:, 0::2] = np.sin(positions / denominator)
     P[:, 1::2] = np.cos(positions / denominator)
 """
-POSITIONAL = _variants(
+POSITIONAL = variants(
     *PE,
     [
         (
@@ -76,7 +76,7 @@ POSITIONAL = _variants(
     ],
 )
 
-PATCHES = _variants(
+PATCHES = variants(
     "02_patch_embedding",
     "PatchEmbedding",
     "test_PatchEmbedding",
@@ -124,7 +124,7 @@ PATCHES = _variants(
 CLS = ("03_class_token_and_positions", "prepend_cls_token", "test_prepend_cls_token")
 POSITIONS = ("03_class_token_and_positions", "position_embeddings")
 TOKENS = (
-    _variants(
+    variants(
         *CLS,
         [
             (
@@ -144,7 +144,7 @@ TOKENS = (
             ),
         ],
     )
-    + _variants(
+    + variants(
         *POSITIONS,
         "test_sinusoidal_positions",
         [
@@ -176,7 +176,7 @@ TOKENS = (
             ),
         ],
     )
-    + _variants(
+    + variants(
         *POSITIONS,
         "test_learned_positions",
         [
@@ -216,7 +216,7 @@ FUSED_QKV = """\
         att = self.att_drop(att.softmax(dim=-1))
         return self.projection(rearrange(att @ qkv[2], "b h n d -> b n (h d)"))
 """
-ATTENTION = _variants(
+ATTENTION = variants(
     *MHA,
     [
         (
@@ -282,7 +282,7 @@ ATTENTION = _variants(
             None,
         ),
     ],
-) + _variants(
+) + variants(
     *MHA_MASK,
     [
         (
@@ -310,7 +310,7 @@ LN_BODY = """\
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, unbiased=False, keepdim=True)
 """
-RESIDUAL = _variants(
+RESIDUAL = variants(
     "05_residual_and_layernorm",
     "ResidualAdd",
     "test_ResidualAdd",
@@ -342,7 +342,7 @@ RESIDUAL = _variants(
             None,
         ),
     ],
-) + _variants(
+) + variants(
     "05_residual_and_layernorm",
     "LayerNorm",
     "test_LayerNorm",
@@ -386,7 +386,7 @@ RESIDUAL = _variants(
 )
 
 FFN = ("06_feed_forward", "FeedForwardBlock", "test_FeedForwardBlock")
-FEED_FORWARD = _variants(
+FEED_FORWARD = variants(
     *FFN,
     [
         ("relu", [("nn.GELU()", "nn.ReLU()")], "ReLU where GELU is asked"),
@@ -435,7 +435,7 @@ EXPLICIT_PRE_NORM = POST_NORM.replace(
     "self.norm1(x + self.attention(x))", "x + self.attention(self.norm1(x))"
 ).replace("self.norm2(x + self.feed_forward(x))", "x + self.feed_forward(self.norm2(x))")
 BLOCKS = (
-    _variants(
+    variants(
         ENCODER,
         "TransformerEncoderBlock",
         "test_TransformerEncoderBlock",
@@ -462,7 +462,7 @@ BLOCKS = (
             ("explicit-forward", [("", EXPLICIT_PRE_NORM)], None),
         ],
     )
-    + _variants(
+    + variants(
         ENCODER,
         "TransformerEncoder",
         "test_TransformerEncoder",
@@ -497,7 +497,7 @@ BLOCKS = (
             ),
         ],
     )
-    + _variants(
+    + variants(
         ENCODER,
         "vit_parameter_count",
         "test_vit_parameter_count",
@@ -523,3 +523,10 @@ BLOCKS = (
 )
 
 VARIANTS = POSITIONAL + PATCHES + TOKENS + ATTENTION + RESIDUAL + FEED_FORWARD + BLOCKS
+
+
+def all_variants() -> list[Variant]:
+    """Every notebook's variants, including those kept in their own modules."""
+    from tests import mutations_decoder, mutations_rnn
+
+    return VARIANTS + mutations_rnn.VARIANTS + mutations_decoder.VARIANTS

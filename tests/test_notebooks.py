@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.mutations import VARIANTS, Variant, edited_source
+from tests.mutations import Variant, all_variants, edited_source
 from tests.notebook_kernel import ROOT, grade_cells, run_notebook
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
@@ -41,7 +41,7 @@ def test_untouched_student_notebook_earns_zero_with_clear_messages(name):
         assert "NotImplementedError" in run.message or "not defined" in run.message, run.message
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v.notebook[:2]}-{v.name}")
+@pytest.mark.parametrize("variant", all_variants(), ids=lambda v: f"{v.notebook[:2]}-{v.name}")
 def test_variant_is_graded_as_expected(variant: Variant, solution_run):
     kernel, runs, nb = solution_run(variant.notebook)
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}

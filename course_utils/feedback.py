@@ -6,6 +6,10 @@ while checks run: nbgrader scores a test cell that writes to stderr as 0.
 """
 
 import inspect
+import io
+import re
+import textwrap
+import tokenize
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,20 +63,35 @@ def run_student(what: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"{what} raised {type(err).__name__}: {err}") from err
 
 
+def _code_without_comments(source: str) -> str:
+    """The source's names and operators, joined, without comments or strings."""
+    kept = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(textwrap.dedent(source)).readline):
+            if token.type in (tokenize.NAME, tokenize.OP):
+                kept.append(token.string if token.type == tokenize.OP else f" {token.string} ")
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return source
+    return "".join(kept)
+
+
 def forbid_calls(obj: Any, names: Sequence[str], exercise: str) -> None:
-    """Fail if the source of ``obj`` (a function or a class) calls one of ``names``.
+    """Fail if the code of ``obj`` (a function or a class) uses one of ``names``.
 
     Used for shortcuts that would pass the numbers without doing the exercise, e.g. calling
-    the reference the check compares against. Source that cannot be read is not judged.
+    the reference the check compares against. Comments and strings do not count; a dotted
+    name such as ``nn.LayerNorm`` matches only with its dots. Source that cannot be read is
+    not judged.
     """
     functions = [obj] if callable(obj) and not isinstance(obj, type) else list(vars(obj).values())
     for fn in functions:
         try:
-            source = inspect.getsource(fn)
+            code = _code_without_comments(inspect.getsource(fn))
         except (OSError, TypeError):
             continue
         for name in names:
-            if name in source:
+            dotted = r"\s*\.\s*".join(re.escape(part) for part in name.split("."))
+            if re.search(rf"(?<![\w.]){dotted}(?!\w)|\.\s*{dotted}(?!\w)", code):
                 fail(
                     f"{exercise}: your code uses `{name}`. The exercise asks you to build it "
                     f"yourself; `{name}` is what the check compares your result against."

@@ -90,6 +90,7 @@ def test_forbid_calls_finds_a_shortcut_in_the_source():
         forbid_calls(shortcut, ["layer_norm"], "LayerNorm")
 
     def by_hand(x):
+        # the same as F.layer_norm, written out
         return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)
 
     forbid_calls(by_hand, ["layer_norm"], "LayerNorm")

@@ -267,6 +267,36 @@ ATTENTION = variants(
             ],
             "uses `scaled_dot_product_attention`",
         ),
+        (
+            "heads-as-d-h",
+            [
+                (
+                    '"b n (h d) -> b h n d", h=self.num_heads)\n        keys',
+                    '"b n (d h) -> b h n d", h=self.num_heads)\n        keys',
+                ),
+                (
+                    '"b n (h d) -> b h n d", h=self.num_heads)\n        values',
+                    '"b n (d h) -> b h n d", h=self.num_heads)\n        values',
+                ),
+                (
+                    '"b n (h d) -> b h n d", h=self.num_heads)\n        energy',
+                    '"b n (d h) -> b h n d", h=self.num_heads)\n        energy',
+                ),
+                ('"b h n d -> b n (h d)"', '"b h n d -> b n (d h)"'),
+            ],
+            "(d h) instead of (h d)",
+        ),
+        (
+            "check-shadowed",
+            [
+                (SOFTMAX, "att = F.softmax(energy, dim=-1) / scaling"),
+                (
+                    "class MultiHeadAttention(nn.Module):",
+                    "def check_multi_head_attention(*args, **kwargs):\n    pass\n\n\nclass MultiHeadAttention(nn.Module):",
+                ),
+            ],
+            "scaled after the softmax",
+        ),
         ("other-einsum-letters", [('"bhqd, bhkd -> bhqk"', '"bhid, bhjd -> bhij"')], None),
         (
             "fused-qkv-matmul",
@@ -481,6 +511,16 @@ BLOCKS = (
                 "kwargs-dropped",
                 [("TransformerEncoderBlock(**kwargs) for", "TransformerEncoderBlock() for")],
                 "num_heads",
+            ),
+            (
+                "module-list-one-block",
+                [
+                    (
+                        "",
+                        "        block = TransformerEncoderBlock(**kwargs)\n        super().__init__(*nn.ModuleList([block] * depth))",
+                    )
+                ],
+                "the same block",
             ),
             (
                 "module-list",

@@ -130,6 +130,15 @@ def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -
             ),
         ),
         Mistake(
+            "heads split and merged as (d h) instead of (h d)",
+            "each head takes a contiguous block of head_dim features: split with "
+            "'b n (h d) -> b h n d' and merge with 'b h n d -> b n (h d)', as nn.MultiheadAttention does.",
+            lambda: finish(
+                F.scaled_dot_product_attention(split_dh(w.q), split_dh(w.k), split_dh(w.v), attn_mask=mask),
+                "b h n d -> b n (d h)",
+            ),
+        ),
+        Mistake(
             "output projection missing",
             "after merging the heads, apply self.projection.",
             lambda: rearrange(sdpa(), "b h n d -> b n (h d)"),

@@ -175,7 +175,8 @@ def check_encoder(
     for device in check_devices():
         encoder = build(TransformerEncoder, seed, **kwargs).to(device)
         blocks = [m for m in encoder.modules() if isinstance(m, TransformerEncoderBlock)]
-        if isinstance(encoder, nn.Sequential) and len(encoder) == depth and len(blocks) < depth:
+        entries = [m for c in encoder.modules() for m in c._modules.values()]  # repeats kept
+        if sum(isinstance(m, TransformerEncoderBlock) for m in entries) >= depth > len(blocks):
             fail(
                 f"{what} holds the same block {depth} times, so every layer shares one set of "
                 "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "

@@ -226,7 +226,7 @@ def check_multi_head_attention(
 
 def _check_gradients(module, got: Tensor, references: list[Tensor], x: Tensor, call: str) -> None:
     """The gradient w.r.t. x matches the reference's, and every weight receives a gradient."""
-    weights = torch.randn_like(got)
+    weights = random_tensor(*got.shape, seed=7, dtype=got.dtype, device=got.device)
     params = [p for p in module.parameters() if p.requires_grad]
     grads = run_student(
         f"backward through {call}",

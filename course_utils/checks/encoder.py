@@ -39,6 +39,8 @@ def _attention_module(block: nn.Module, what: str) -> nn.Module:
     ]
     if len(found) != 1:
         fail(f"{what}: expected one MultiHeadAttention (from notebook 04) inside, found {len(found)}.")
+    if not isinstance(getattr(found[0], "num_heads", None), int):
+        fail(f"{what}: its MultiHeadAttention should keep the number of heads in self.num_heads.")
     return found[0]
 
 

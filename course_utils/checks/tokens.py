@@ -109,8 +109,10 @@ def check_learned_positions(
             seed,
         )
         x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype, device=device)
-        got = run_student(f"{what}(x)", module, x)
-        (grad,) = torch.autograd.grad(got.sum(), positions, allow_unused=True)
+        got = as_tensor(run_student(f"{what}(x)", module, x), f"{what}(x)")
+        grad = None
+        if got.requires_grad:
+            (grad,) = torch.autograd.grad(got.sum(), positions, allow_unused=True)
         if grad is None:
             fail(f"{what}(x): no gradient reaches positions; add the Parameter itself to x.")
 

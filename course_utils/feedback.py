@@ -5,6 +5,7 @@ checked, expected vs got, and for a known mistake its name and a hint. Warnings 
 while checks run: nbgrader scores a test cell that writes to stderr as 0.
 """
 
+import functools
 import inspect
 import io
 import re
@@ -47,6 +48,35 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+@contextmanager
+def precise_math() -> Iterator[None]:
+    """Full float32 precision on the GPU: no TF32 in matmuls or convolutions, restored after."""
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+def check(fn: Callable) -> Callable:
+    """Decorator of every public check: no warnings (nbgrader zeroes a test cell that writes to
+    stderr) and full precision (TF32 makes a correct float32 answer differ by ~1e-3 on a GPU)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        with quiet(), precise_math():
+            fn(*args, **kwargs)
+
+    return wrapper
 
 
 def run_student(what: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:

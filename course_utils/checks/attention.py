@@ -15,6 +15,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     close,
     expect_close,
     expect_dtype,
@@ -169,6 +170,7 @@ def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -
     return mistakes
 
 
+@check
 def check_multi_head_attention(
     MultiHeadAttention: type,
     emb_size: int = 32,

@@ -13,6 +13,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     close,
     expect_close,
     fail,
@@ -120,6 +121,7 @@ def _block_mistakes(block: nn.Module, x: torch.Tensor, what: str) -> list[Mistak
     ]
 
 
+@check
 def check_encoder_block(
     TransformerEncoderBlock: type,
     emb_size: int = 32,
@@ -161,6 +163,7 @@ def _randomise_norms(module: nn.Module, seed: int) -> None:
             norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
 
 
+@check
 def check_encoder(
     TransformerEncoder: type,
     TransformerEncoderBlock: type,
@@ -220,6 +223,7 @@ def _components(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_
     }
 
 
+@check
 def check_parameter_count(vit_parameter_count: Callable) -> None:
     """``vit_parameter_count(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_classes)``."""
     from course_utils.reference import vit_parameter_count as reference

@@ -10,6 +10,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     close,
     expect_close,
     fail,
@@ -39,6 +40,7 @@ def _linears(module: nn.Module, emb_size: int, expansion: int, what: str) -> lis
     return linears
 
 
+@check
 def check_feed_forward(
     FeedForwardBlock: type,
     emb_size: int = 16,

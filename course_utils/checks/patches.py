@@ -13,6 +13,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     close,
     expect_close,
     expect_shape,
@@ -61,6 +62,7 @@ def _mistakes(module: nn.Module, x: torch.Tensor, patch_size: int, expected: tor
     ]
 
 
+@check
 def check_patch_embedding(
     PatchEmbedding: type,
     in_channels: int = 3,

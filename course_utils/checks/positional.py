@@ -9,6 +9,7 @@ from course_utils.feedback import (
     Mistake,
     as_tensor,
     call_text,
+    check,
     expect_close,
     expect_shape,
     fail,
@@ -49,6 +50,7 @@ def _mistakes(seq_len: int, d: int, n: float) -> list[Mistake]:
     ]
 
 
+@check
 def check_position_encoding(
     getPositionEncoding: Callable, cases: Sequence[tuple[int, int, float | None]] = LECTURE_CASES
 ) -> None:

@@ -9,6 +9,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     expect_close,
     fail,
     forbid_calls,
@@ -30,6 +31,7 @@ class _Scaled(nn.Module):
         return scale * self.linear(x)
 
 
+@check
 def check_residual_add(
     ResidualAdd: type,
     emb_size: int = 8,
@@ -129,6 +131,7 @@ def _layer_norm_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> 
 FLAT = "a nearly constant x (variance close to eps)"
 
 
+@check
 def check_layer_norm(
     LayerNorm: type,
     emb_size: int = 16,

@@ -11,6 +11,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     expect_close,
     expect_dtype,
     expect_shape,
@@ -22,6 +23,7 @@ from course_utils.feedback import (
 from course_utils.reference import sinusoidal_table
 
 
+@check
 def check_prepend_cls_token(
     prepend_cls_token: Callable,
     batch: int = 3,
@@ -75,6 +77,7 @@ def check_prepend_cls_token(
         expect_close(grad, torch.full_like(grad, batch), f"gradient of the sum of {what} w.r.t. cls_token")
 
 
+@check
 def check_learned_positions(
     LearnedPositions: type,
     num_positions: int = 17,
@@ -117,6 +120,7 @@ def check_learned_positions(
             fail(f"{what}(x): no gradient reaches positions; add the Parameter itself to x.")
 
 
+@check
 def check_sinusoidal_positions(
     SinusoidalPositions: type,
     num_positions: int = 17,

@@ -16,7 +16,7 @@ from course_utils.checks import (
     check_position_encoding,
 )
 from course_utils.data import sample_image
-from course_utils.feedback import Mistake, as_tensor, expect_close, forbid_calls, run_student
+from course_utils.feedback import Mistake, as_tensor, check, expect_close, forbid_calls, run_student
 from course_utils.plots import (
     plot_attention,
     plot_functions,
@@ -214,3 +214,20 @@ def test_plots_draw_figures():
         plot_functions({"GELU": F.gelu}),
     ]
     assert all(isinstance(f, matplotlib.figure.Figure) and f.axes for f in figures)
+
+
+def test_checks_use_full_precision_and_restore_the_students_settings():
+    seen = []
+
+    @check
+    def probe():
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()))
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        probe()
+        assert seen == [(False, "highest")]
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -13,3 +13,13 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.Execute.timeout = 120  # seconds per cell; the checks of a notebook take a few seconds on a CPU
+# Files a notebook run leaves beside itself (alignment maps, checkpoints) are not released.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "*.pyc",
+    "__pycache__",
+    "feedback",
+    "*.npz",
+    "*.pt",
+    "*.ckpt",
+]

@@ -6,6 +6,7 @@ from course_utils.checks.feed_forward import check_feed_forward
 from course_utils.checks.patches import check_patch_embedding
 from course_utils.checks.positional import check_position_encoding
 from course_utils.checks.residual import check_layer_norm, check_residual_add
+from course_utils.checks.rnn_attention import check_additive_attention
 from course_utils.checks.tokens import (
     check_learned_positions,
     check_prepend_cls_token,
@@ -13,6 +14,7 @@ from course_utils.checks.tokens import (
 )
 
 __all__ = [
+    "check_additive_attention",
     "check_encoder",
     "check_encoder_block",
     "check_feed_forward",

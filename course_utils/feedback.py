@@ -93,7 +93,7 @@ def run_student(what: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"{what} raised {type(err).__name__}: {err}") from err
 
 
-def _code_without_comments(source: str) -> str:
+def code_without_comments(source: str) -> str:
     """The source's names and operators, joined, without comments or strings."""
     kept = []
     try:
@@ -116,7 +116,7 @@ def forbid_calls(obj: Any, names: Sequence[str], exercise: str) -> None:
     functions = [obj] if callable(obj) and not isinstance(obj, type) else list(vars(obj).values())
     for fn in functions:
         try:
-            code = _code_without_comments(inspect.getsource(fn))
+            code = code_without_comments(inspect.getsource(fn))
         except (OSError, TypeError):
             continue
         for name in names:

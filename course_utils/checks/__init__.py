@@ -1,7 +1,16 @@
 """One self-check per exercise. Each raises AssertionError with a message a student can act on."""
 
 from course_utils.checks.attention import check_multi_head_attention
+from course_utils.checks.decoder import (
+    check_causal_mask,
+    check_causality,
+    check_cross_attention,
+    check_decoder_block,
+    check_padding_mask,
+    check_shift_right,
+)
 from course_utils.checks.encoder import check_encoder, check_encoder_block, check_parameter_count
+from course_utils.checks.fast_attention import check_chunked_attention
 from course_utils.checks.feed_forward import check_feed_forward
 from course_utils.checks.patches import check_patch_embedding
 from course_utils.checks.positional import check_position_encoding
@@ -14,6 +23,13 @@ from course_utils.checks.tokens import (
 )
 
 __all__ = [
+    "check_causal_mask",
+    "check_causality",
+    "check_chunked_attention",
+    "check_cross_attention",
+    "check_decoder_block",
+    "check_padding_mask",
+    "check_shift_right",
     "check_additive_attention",
     "check_encoder",
     "check_encoder_block",

@@ -6,7 +6,6 @@ mask, ``F.scaled_dot_product_attention`` for cross-attention and ``nn.Transforme
 by recomputing the output the mistake would give.
 """
 
-import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from course_utils.feedback import (
     as_tensor,
     build,
     call_text,
+    check,
     close,
     expect_close,
     expect_dtype,
@@ -33,7 +33,6 @@ from course_utils.feedback import (
     fail,
     forbid_calls,
     on,
-    quiet,
     random_tensor,
     run_student,
 )
@@ -54,17 +53,6 @@ FP16_HINT = (
 )
 
 
-def _quietly(check: Callable) -> Callable:
-    """Run a check with warnings silenced: nbgrader scores a cell that writes to stderr as 0."""
-
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        with quiet():
-            return check(*args, **kwargs)
-
-    return wrapper
-
-
 # ----------------------------------------------------------------------------- masks
 def _bool_result(got, what: str) -> Tensor:
     """The student's mask as a tensor; a 0/1 mask of another dtype is named, not accepted."""
@@ -80,7 +68,7 @@ def _bool_result(got, what: str) -> Tensor:
     return got
 
 
-@_quietly
+@check
 def check_causal_mask(causal_mask: Callable, sizes: tuple[int, ...] = (5,)) -> None:
     """``causal_mask(n)``: an (n, n) boolean mask, True on and below the diagonal."""
     for n in sizes:
@@ -129,7 +117,7 @@ def _tokens(batch: int, seq_len: int, pad: int, seed: int) -> tuple[Tensor, Tens
     return torch.where(real, digits, pad), real
 
 
-@_quietly
+@check
 def check_padding_mask(
     padding_mask: Callable, batch: int = 3, seq_len: int = 6, pad: int = PAD, seed: int = 0
 ) -> None:
@@ -302,7 +290,7 @@ def _overflow(err: AssertionError) -> bool:
     return "overflow" in str(err) and "Half" in str(err)
 
 
-@_quietly
+@check
 def check_cross_attention(
     MultiHeadAttention: type,
     emb_size: int = 32,
@@ -734,7 +722,7 @@ def _decoder_mistakes(parts: _Parts, x, memory, tgt_mask, memory_mask) -> list[M
     return mistakes
 
 
-@_quietly
+@check
 def check_decoder_block(
     TransformerDecoderBlock: type,
     emb_size: int = 32,
@@ -851,7 +839,7 @@ def _takes_memory(module: nn.Module) -> bool:
         return False
 
 
-@_quietly
+@check
 def check_causality(
     model_or_block: nn.Module | type,
     batch: int = 2,
@@ -932,7 +920,7 @@ def check_causality(
 
 
 # ----------------------------------------------------------------------------- shift right
-@_quietly
+@check
 def check_shift_right(
     shift_right: Callable, batch: int = 3, seq_len: int = 6, bos: int = BOS, seed: int = 0
 ) -> None:

@@ -38,6 +38,9 @@ MODULE_CHECKS = [
     checks.check_layer_norm,
     checks.check_feed_forward,
     checks.check_encoder_block,
+    checks.check_additive_attention,
+    checks.check_cross_attention,
+    checks.check_decoder_block,
 ]
 
 
@@ -64,8 +67,20 @@ def test_encoder_check_fails_cleanly_on_garbage(kind):
         ),
         (checks.check_prepend_cls_token, lambda result: lambda x, cls_token: result(x)),
         (checks.check_parameter_count, lambda result: lambda **kwargs: result(torch.ones(1))),
+        (checks.check_causal_mask, lambda result: lambda n: result(torch.ones(n, n, dtype=torch.bool))),
+        (checks.check_padding_mask, lambda result: lambda tokens, pad=0: result(tokens != pad)),
+        (checks.check_shift_right, lambda result: lambda tgt, bos=1: result(tgt)),
+        (checks.check_chunked_attention, lambda result: lambda q, k, v, chunk_size, mask=None: result(q)),
     ],
-    ids=["position_encoding", "prepend_cls_token", "parameter_count"],
+    ids=[
+        "position_encoding",
+        "prepend_cls_token",
+        "parameter_count",
+        "causal_mask",
+        "padding_mask",
+        "shift_right",
+        "chunked_attention",
+    ],
 )
 def test_function_checks_fail_cleanly_on_garbage(check, call, kind):
     with pytest.raises(AssertionError):

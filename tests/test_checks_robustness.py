@@ -41,6 +41,10 @@ MODULE_CHECKS = [
     checks.check_additive_attention,
     checks.check_cross_attention,
     checks.check_decoder_block,
+    checks.check_vit_patch_embedding,
+    checks.check_classification_head,
+    checks.check_vit,
+    checks.check_overfits,
 ]
 
 

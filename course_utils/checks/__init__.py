@@ -21,8 +21,18 @@ from course_utils.checks.tokens import (
     check_prepend_cls_token,
     check_sinusoidal_positions,
 )
+from course_utils.checks.vit import (
+    check_classification_head,
+    check_overfits,
+    check_vit,
+    check_vit_patch_embedding,
+)
 
 __all__ = [
+    "check_classification_head",
+    "check_overfits",
+    "check_vit",
+    "check_vit_patch_embedding",
     "check_causal_mask",
     "check_causality",
     "check_chunked_attention",

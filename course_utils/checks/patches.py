@@ -27,7 +27,7 @@ from course_utils.reference import conv_patch_embedding, find_layers
 ORDERS = [" ".join(p) for p in permutations(("s1", "s2", "c"))]  # any flattening of a patch is valid
 
 
-def _reference(module: nn.Module, x: torch.Tensor, patch_size: int, what: str) -> list[torch.Tensor]:
+def reference_outputs(module: nn.Module, x: torch.Tensor, patch_size: int, what: str) -> list[torch.Tensor]:
     """The outputs a correct patch embedding with these weights may give (one per patch layout)."""
     convs, linears = find_layers(module, nn.Conv2d), find_layers(module, nn.Linear)
     if len(convs) == 1 and not linears:
@@ -95,7 +95,7 @@ def check_patch_embedding(
             f"({img_size}/{patch_size})^2 = {num_patches} tokens of size emb_size.",
         )
         with torch.no_grad():
-            candidates = _reference(module, x, patch_size, what)
+            candidates = reference_outputs(module, x, patch_size, what)
             if not any(close(got, expected) for expected in candidates):
                 expect_close(got, candidates[0], what, _mistakes(module, x, patch_size, candidates[0]))
         if grad:

@@ -567,6 +567,12 @@ VARIANTS = POSITIONAL + PATCHES + TOKENS + ATTENTION + RESIDUAL + FEED_FORWARD +
 
 def all_variants() -> list[Variant]:
     """Every notebook's variants, including those kept in their own modules."""
-    from tests import mutations_decoder, mutations_fast, mutations_rnn
+    from tests import mutations_decoder, mutations_fast, mutations_rnn, mutations_vit
 
-    return VARIANTS + mutations_rnn.VARIANTS + mutations_decoder.VARIANTS + mutations_fast.VARIANTS
+    return (
+        mutations_rnn.VARIANTS
+        + VARIANTS
+        + mutations_vit.VARIANTS
+        + mutations_decoder.VARIANTS
+        + mutations_fast.VARIANTS
+    )

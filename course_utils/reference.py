@@ -137,20 +137,18 @@ def torch_layer_norm(gamma: Tensor, beta: Tensor, eps: float) -> nn.LayerNorm:
     return norm
 
 
-def torch_encoder_layer(
-    norms: tuple[nn.LayerNorm, nn.LayerNorm],
-    attention: AttentionWeights,
+def _layer_options(
+    norms: tuple[nn.LayerNorm, ...],
     feed_forward: tuple[nn.Linear, nn.Linear],
     num_heads: int,
-    norm_first: bool = True,
-) -> nn.TransformerEncoderLayer:
-    """An ``nn.TransformerEncoderLayer`` (GELU, batch_first, no dropout) with copied weights."""
-    emb_size, hidden = feed_forward[0].in_features, feed_forward[0].out_features
+    norm_first: bool,
+) -> dict:
+    """The constructor arguments PyTorch's Transformer layers need to hold a student's weights."""
     like = feed_forward[0].weight
-    layer = nn.TransformerEncoderLayer(
-        emb_size,
-        num_heads,
-        dim_feedforward=hidden,
+    return dict(
+        d_model=feed_forward[0].in_features,
+        nhead=num_heads,
+        dim_feedforward=feed_forward[0].out_features,
         dropout=0.0,
         activation="gelu",
         layer_norm_eps=norms[0].eps,
@@ -159,17 +157,54 @@ def torch_encoder_layer(
         device=like.device,
         dtype=like.dtype,
     )
-    layer.self_attn = torch_multihead_attention(attention, num_heads)
+
+
+def _copy_parts(layer: nn.Module, parts: dict[str, nn.Module]) -> None:
+    """Load each part's weights into the submodule of ``layer`` with that name."""
     layer.load_state_dict(
-        {
-            **{f"self_attn.{k}": v for k, v in layer.self_attn.state_dict().items()},
-            **{f"norm1.{k}": v for k, v in norms[0].state_dict().items()},
-            **{f"norm2.{k}": v for k, v in norms[1].state_dict().items()},
-            **{f"linear1.{k}": v for k, v in feed_forward[0].state_dict().items()},
-            **{f"linear2.{k}": v for k, v in feed_forward[1].state_dict().items()},
-        }
+        {f"{name}.{key}": value for name, part in parts.items() for key, value in part.state_dict().items()}
     )
+
+
+def torch_encoder_layer(
+    norms: tuple[nn.LayerNorm, nn.LayerNorm],
+    attention: AttentionWeights,
+    feed_forward: tuple[nn.Linear, nn.Linear],
+    num_heads: int,
+    norm_first: bool = True,
+) -> nn.TransformerEncoderLayer:
+    """An ``nn.TransformerEncoderLayer`` (GELU, batch_first, no dropout) with copied weights."""
+    layer = nn.TransformerEncoderLayer(**_layer_options(norms, feed_forward, num_heads, norm_first))
+    parts = {
+        "self_attn": torch_multihead_attention(attention, num_heads),
+        "norm1": norms[0],
+        "norm2": norms[1],
+        "linear1": feed_forward[0],
+        "linear2": feed_forward[1],
+    }
+    _copy_parts(layer, parts)
     return layer
+
+
+def torch_decoder_layer(
+    norms: tuple[nn.LayerNorm, nn.LayerNorm, nn.LayerNorm],
+    self_attention: AttentionWeights,
+    cross_attention: AttentionWeights,
+    feed_forward: tuple[nn.Linear, nn.Linear],
+    num_heads: int,
+    norm_first: bool = True,
+) -> nn.TransformerDecoderLayer:
+    """An ``nn.TransformerDecoderLayer`` (GELU, batch_first, no dropout) with copied weights."""
+    layer = nn.TransformerDecoderLayer(**_layer_options(norms, feed_forward, num_heads, norm_first))
+    parts = {
+        "self_attn": torch_multihead_attention(self_attention, num_heads),
+        "multihead_attn": torch_multihead_attention(cross_attention, num_heads),
+        "linear1": feed_forward[0],
+        "linear2": feed_forward[1],
+        **{f"norm{i}": norm for i, norm in enumerate(norms, 1)},
+    }
+    _copy_parts(layer, parts)
+    return layer.eval()
 
 
 def vit_parameter_count(

@@ -42,7 +42,7 @@ from course_utils.reference import (
     find_layers,
     sdpa_attention,
     split_heads,
-    torch_multihead_attention,
+    torch_decoder_layer,
 )
 from course_utils.sequences import BOS, EOS, PAD, VOCAB_SIZE
 
@@ -443,43 +443,6 @@ def _explain_cross_failure(err, module, weights, x, context, mask_kind, label) -
 
 
 # ----------------------------------------------------------------------------- decoder block
-def torch_decoder_layer(
-    norms: tuple[nn.LayerNorm, nn.LayerNorm, nn.LayerNorm],
-    self_attention: AttentionWeights,
-    cross_attention: AttentionWeights,
-    feed_forward: tuple[nn.Linear, nn.Linear],
-    num_heads: int,
-    norm_first: bool = True,
-) -> nn.TransformerDecoderLayer:
-    """An ``nn.TransformerDecoderLayer`` (GELU, batch_first, no dropout) with copied weights."""
-    emb_size, hidden = feed_forward[0].in_features, feed_forward[0].out_features
-    like = feed_forward[0].weight
-    layer = nn.TransformerDecoderLayer(
-        emb_size,
-        num_heads,
-        dim_feedforward=hidden,
-        dropout=0.0,
-        activation="gelu",
-        layer_norm_eps=norms[0].eps,
-        batch_first=True,
-        norm_first=norm_first,
-        device=like.device,
-        dtype=like.dtype,
-    )
-    layer.self_attn = torch_multihead_attention(self_attention, num_heads)
-    layer.multihead_attn = torch_multihead_attention(cross_attention, num_heads)
-    state = {
-        **{f"self_attn.{k}": v for k, v in layer.self_attn.state_dict().items()},
-        **{f"multihead_attn.{k}": v for k, v in layer.multihead_attn.state_dict().items()},
-        **{f"linear1.{k}": v for k, v in feed_forward[0].state_dict().items()},
-        **{f"linear2.{k}": v for k, v in feed_forward[1].state_dict().items()},
-    }
-    for i, norm in enumerate(norms, 1):
-        state.update({f"norm{i}.{k}": v for k, v in norm.state_dict().items()})
-    layer.load_state_dict(state)
-    return layer.eval()
-
-
 FORBIDDEN = (
     nn.TransformerDecoderLayer,
     nn.TransformerDecoder,

@@ -68,7 +68,7 @@ def _where_fully_masked(out: Tensor, mask: Tensor, fill: str, values: Tensor) ->
     return torch.where(blocked, values.mean(-2, keepdim=True), out)
 
 
-def _mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -> list[Mistake]:
+def attention_mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor | None) -> list[Mistake]:
     emb_size = x.shape[-1]
     head_dim = emb_size // heads
     q, k, v = (split_heads(x, p, heads) for p in (w.q, w.k, w.v))
@@ -216,7 +216,7 @@ def check_multi_head_attention(
         references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
         if not any(close(got, r) for r in references):
             with torch.no_grad():
-                expect_close(got, references[0], call, _mistakes(x, candidates[0], num_heads, m))
+                expect_close(got, references[0], call, attention_mistakes(x, candidates[0], num_heads, m))
         if grad:
             _check_gradients(module, got, references, x, call)
         if mask is None and len(candidates) == 1 and dtype in (torch.float32, torch.float64):

@@ -17,8 +17,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.checks.attention import SHORTCUTS
-from course_utils.checks.attention import _mistakes as self_attention_mistakes
-from course_utils.checks.encoder import _randomise_norms
+from course_utils.checks.attention import attention_mistakes as self_attention_mistakes
+from course_utils.checks.encoder import randomise_norms
 from course_utils.device import check_devices
 from course_utils.feedback import (
     Mistake,
@@ -709,7 +709,7 @@ def check_decoder_block(
     what = call_text("TransformerDecoderBlock", **kwargs)
     for device in check_devices():
         block = build(TransformerDecoderBlock, seed, **kwargs).to(device, dtype)
-        _randomise_norms(block, seed)
+        randomise_norms(block, seed)
         x = random_tensor(batch, tgt_len, emb_size, seed=seed, dtype=dtype, device=device)
         memory = random_tensor(batch, memory_len, emb_size, seed=seed + 1, dtype=dtype, device=device)
         parts = _Parts(block, what, x)

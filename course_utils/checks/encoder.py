@@ -143,7 +143,7 @@ def check_encoder_block(
                 f"{what}: its MultiHeadAttention has num_heads={heads}, expected {num_heads}: "
                 "pass **kwargs on to MultiHeadAttention(emb_size, **kwargs)."
             )
-        _randomise_norms(block, seed)
+        randomise_norms(block, seed)
         x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
         label = f"{what}(x){on(device)}"
         before = x.clone()
@@ -155,12 +155,15 @@ def check_encoder_block(
             expect_close(got, expected, label, _block_mistakes(block, x, what))
 
 
-def _randomise_norms(module: nn.Module, seed: int) -> None:
-    """Give each LayerNorm its own scale and shift, so that swapping or sharing them shows."""
+def randomise_norms(module: nn.Module, seed: int) -> None:
+    """Give each LayerNorm its own scale and shift, so that a swapped, shared, missing or misplaced
+    one shows in the output."""
     with torch.no_grad():
         for i, norm in enumerate(find_layers(module, nn.LayerNorm)):
-            norm.weight.copy_(1 + 0.5 * random_tensor(*norm.weight.shape, seed=seed + 10 + i))
-            norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
+            if norm.weight is not None:
+                norm.weight.copy_(1 + 0.5 * random_tensor(*norm.weight.shape, seed=seed + 10 + i))
+            if norm.bias is not None:
+                norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
 
 
 @check
@@ -195,7 +198,7 @@ def check_encoder(
                 f"{what}: the blocks' attention has num_heads {sorted(heads)}, expected "
                 f"{num_heads}: pass **kwargs on to every TransformerEncoderBlock."
             )
-        _randomise_norms(encoder, seed)
+        randomise_norms(encoder, seed)
         x = random_tensor(batch, seq_len, emb_size, seed=seed, device=device)
         label = f"{what}(x){on(device)}"
         with torch.no_grad():

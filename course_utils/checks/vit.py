@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_utils.checks.encoder import randomise_norms
 from course_utils.checks.patches import reference_outputs as patch_projections
 from course_utils.device import check_devices
 from course_utils.feedback import (
@@ -41,16 +42,6 @@ PARTS = (
 
 def _is_attention(module: nn.Module) -> bool:
     return hasattr(module, "projection") and (hasattr(module, "queries") or hasattr(module, "qkv"))
-
-
-def _randomise_norms(module: nn.Module, seed: int) -> None:
-    """Give each LayerNorm its own scale and shift, so that a missing or misplaced one shows."""
-    with torch.no_grad():
-        for i, norm in enumerate(find_layers(module, nn.LayerNorm)):
-            if norm.weight is not None:
-                norm.weight.copy_(1 + 0.5 * random_tensor(*norm.weight.shape, seed=seed + 10 + i))
-            if norm.bias is not None:
-                norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,7 +215,7 @@ def check_classification_head(
             norms = find_layers(head, nn.LayerNorm)
             if len(norms) > 1:
                 fail(f"{what}: expected one nn.LayerNorm(emb_size), found {len(norms)}.")
-            _randomise_norms(head, seed)
+            randomise_norms(head, seed)
             x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
             label = f"{what}(x of shape {tuple(x.shape)}){on(device)}"
             with torch.no_grad():

@@ -1,18 +1,74 @@
-"""Command line: ``python -m autograder release [ASSIGNMENT ...]``."""
+"""Command line of the course's instructor tools.
+
+``python -m autograder release [ASSIGNMENT ...]``: generate ``notebooks/`` from ``solutions/``.
+``python -m autograder grade SUBMISSIONS [--assignment ID ...] [--jobs N] [--timeout S] [--out DIR]``:
+grade a folder or zip of submissions (see ``autograder/submissions.py`` for the layouts accepted).
+"""
 
 import argparse
+from pathlib import Path
 
 from autograder.release import release
+from autograder.sandbox import Limits
+
+
+def add_release(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("release", help="generate notebooks/ from solutions/")
+    parser.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
+    parser.set_defaults(
+        handler=lambda args: [print(f"released {p}") for p in release(args.assignments or None)]
+    )
+
+
+def add_grade(commands: argparse._SubParsersAction) -> None:
+    from autograder import submissions
+
+    parser = commands.add_parser(
+        "grade",
+        help="grade a folder or .zip of submissions",
+        description=submissions.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("submissions", type=Path, help="folder (nbgrader or LMS layout) or .zip")
+    parser.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
+    parser.add_argument("--student", action="append", help="regrade only this student (repeatable)")
+    parser.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: CPUs)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per cell (default 60)")
+    parser.add_argument(
+        "--notebook-timeout", type=float, default=600.0, help="seconds per notebook (default 600)"
+    )
+    parser.add_argument("--memory", type=float, default=4.0, help="GiB of memory per submission (default 4)")
+    parser.add_argument("--out", type=Path, default=Path("graded"), help="output folder (default ./graded)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=grade)
+
+
+def grade(args: argparse.Namespace) -> None:
+    from autograder.classroom import grade_class, print_summary
+    from autograder.grade import Settings
+
+    settings = Settings(
+        args.timeout, args.notebook_timeout, Limits(memory_bytes=int(args.memory * (1 << 30)))
+    )
+    results = grade_class(
+        args.submissions,
+        args.out,
+        args.assignment,
+        args.student,
+        settings,
+        args.jobs,
+        progress=not args.quiet,
+    )
+    print_summary(results, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    release_parser = commands.add_parser("release", help="generate notebooks/ from solutions/")
-    release_parser.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
+    add_release(commands)
+    add_grade(commands)
     args = parser.parse_args(argv)
-    for path in release(args.assignments or None):
-        print(f"released {path}")
+    args.handler(args)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = Path(__file__).with_name("nbgrader_config.py")
 
 
-def assignments() -> list[str]:
+def assignments(solutions: Path = ROOT / "solutions") -> list[str]:
     """The assignment ids: the folders of ``solutions/``, in course order."""
-    folders = (ROOT / "solutions").iterdir()
+    folders = solutions.iterdir()
     return sorted(p.name for p in folders if p.is_dir() and p.name[0].isdigit())
 
 

@@ -1,0 +1,214 @@
+"""From a submitted notebook to the program the grader runs: the student's code, the instructor's tests.
+
+Tests, locked cells and given code always come from the instructor's source notebook (with the hidden
+tests), in the source's order; the submission contributes only what students write: the answer cells,
+matched by nbgrader ``grade_id``, and the cells they added, kept after the cell they followed. Anything
+done to the cells a student may not change (deleted, edited, re-typed, duplicated, reordered, metadata
+or points edited) cannot raise the score and is reported as a finding.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import nbformat
+from nbgrader.utils import compute_checksum
+
+from autograder.policy import review
+
+
+class MalformedNotebookError(ValueError):
+    """The submission is not a notebook the grader can read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cell the grader runs.
+
+    ``kind`` is ``given`` (instructor code), ``test`` (a graded test cell), ``answer`` (a student's
+    answer cell) or ``extra`` (a cell the student added). ``refused`` lists the policy's reasons
+    not to run a student cell.
+    """
+
+    kind: str
+    cell_id: str
+    source: str
+    grade_id: str | None = None
+    points: float = 0.0
+    refused: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The test's docstring (its visible first line), or the grade id."""
+        first = self.source.strip().splitlines()[0] if self.source.strip() else ""
+        return first.strip("\"' ") if first.startswith(('"""', "'''")) else (self.grade_id or self.cell_id)
+
+
+@dataclass
+class Program:
+    """The cells to run in order, and what the submission did to the cells it may not change."""
+
+    steps: list[Step]
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def tests(self) -> list[Step]:
+        return [s for s in self.steps if s.kind == "test"]
+
+    @property
+    def max_score(self) -> float:
+        return sum(s.points for s in self.tests)
+
+
+def nbgrader_meta(cell: dict) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_submission(data: bytes) -> list[dict]:
+    """The cells of a submitted ``.ipynb``, or :class:`MalformedNotebookError` saying what is wrong."""
+    if not data.strip():
+        raise MalformedNotebookError("the file is empty")
+    try:
+        notebook = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise MalformedNotebookError(
+            f"the file is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from err
+    except json.JSONDecodeError as err:
+        raise MalformedNotebookError(
+            f"the file is not valid JSON, so not a notebook (truncated or edited by hand?): "
+            f"{err.msg} at line {err.lineno}, column {err.colno}"
+        ) from err
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
+        raise MalformedNotebookError("the file is JSON but not a notebook: it has no list of cells")
+    if notebook.get("nbformat") != 4:
+        raise MalformedNotebookError(
+            f"notebook format {notebook.get('nbformat')!r} is not supported (expected 4)"
+        )
+    cells = []
+    for number, cell in enumerate(notebook["cells"], 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise MalformedNotebookError(f"cell {number} is not a notebook cell")
+        source = cell.get("source", "")
+        if isinstance(source, list) and all(isinstance(s, str) for s in source):
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise MalformedNotebookError(f"cell {number} has a source that is not text")
+        metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        cells.append({**cell, "source": source, "metadata": metadata})
+    return cells
+
+
+def checksum(cell: dict) -> str | None:
+    """nbgrader's checksum of a cell (source, type, flags, grade id, points); None if unreadable."""
+    try:
+        return compute_checksum(nbformat.from_dict(cell))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def describe_change(release: dict, submitted: dict) -> str:
+    """What differs between a locked cell as released and as submitted."""
+    ours, theirs = nbgrader_meta(release), nbgrader_meta(submitted)
+    if submitted["cell_type"] != release["cell_type"]:
+        return f"changed from a {release['cell_type']} cell to a {submitted['cell_type']} cell"
+    for key in ("points", "grade", "solution", "locked"):
+        if ours.get(key) != theirs.get(key):
+            return f"its nbgrader {key} changed from {ours.get(key)!r} to {theirs.get(key)!r}"
+    if release["source"] != submitted["source"]:
+        return "its code was edited"
+    return "its nbgrader metadata was edited"
+
+
+def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
+    """The program for ``submitted`` cells, given the instructor's ``source`` and ``release`` notebooks.
+
+    ``source`` and ``release`` are notebook dicts (``nbformat.read`` or JSON); ``submitted`` comes
+    from :func:`read_submission`.
+    """
+    source_cells = [dict(c, source=_text(c["source"])) for c in source["cells"]]
+    release_cells = [dict(c, source=_text(c["source"])) for c in release["cells"]]
+    released = {nbgrader_meta(c).get("grade_id") or c.get("id"): c for c in release_cells}
+    findings: list[str] = []
+
+    def key(cell: dict) -> str | None:
+        return nbgrader_meta(cell).get("grade_id") or cell.get("id")
+
+    slot_of = {key(c): i for i, c in enumerate(source_cells)}
+    answers = {key(c) for c in source_cells if nbgrader_meta(c).get("solution")}
+    locked = {key(c) for c in source_cells if _is_locked(c)}
+    given_sources = {c["source"]: key(c) for c in source_cells if c["cell_type"] == "code"}
+
+    by_slot: dict[int, list[dict]] = {}
+    slot, seen_locked = -1, []
+    for cell in submitted:
+        name = nbgrader_meta(cell).get("grade_id") or cell.get("id")
+        if name not in slot_of and cell["cell_type"] == "code" and cell["source"] in given_sources:
+            name = given_sources[cell["source"]]  # a given cell whose id was lost
+        if name in slot_of:
+            slot = slot_of[name]
+            if name in answers:
+                if cell["cell_type"] == "code":
+                    by_slot.setdefault(slot, []).append(cell)
+                else:
+                    findings.append(f"answer cell {name} was turned into a {cell['cell_type']} cell")
+            elif name in locked:
+                seen_locked.append(name)
+                expected = nbgrader_meta(released.get(name, {})).get("checksum")
+                if expected and checksum(cell) != expected:
+                    findings.append(f"test cell {name}: {describe_change(released[name], cell)}")
+        elif cell["cell_type"] == "code" and cell["source"].strip():
+            if nbgrader_meta(cell).get("grade_id"):
+                findings.append(
+                    f"cell with unknown nbgrader grade_id {name!r} (run as the student's own code)"
+                )
+            by_slot.setdefault(slot, []).append(dict(cell, extra=True))
+
+    order = [k for k in (key(c) for c in release_cells) if k in locked]
+    for name in order:
+        count = seen_locked.count(name)
+        if count == 0:
+            findings.append(f"test cell {name} was deleted")
+        elif count > 1:
+            findings.append(f"test cell {name} appears {count} times")
+    present = list(dict.fromkeys(n for n in seen_locked))
+    if present != [n for n in order if n in present]:
+        findings.append("test cells were reordered")
+
+    steps: list[Step] = [_student_step(c) for c in by_slot.get(-1, [])]
+    for i, cell in enumerate(source_cells):
+        meta, name = nbgrader_meta(cell), key(cell)
+        if cell["cell_type"] != "code":
+            pass
+        elif name in answers:
+            mine = [c for c in by_slot.get(i, []) if not c.get("extra")]
+            if len(mine) > 1:
+                findings.append(f"answer cell {name} appears {len(mine)} times (all copies run, in order)")
+            if not mine:
+                findings.append(f"answer cell {name} is missing (the blank from the release runs instead)")
+                mine = [dict(released.get(name, cell), extra=False)]
+            steps += [_student_step(c, grade_id=name) for c in mine]
+        elif meta.get("grade"):
+            steps.append(Step("test", name, cell["source"], name, float(meta.get("points", 0))))
+        else:
+            steps.append(Step("given", name or f"cell-{i}", cell["source"]))
+        steps += [_student_step(c) for c in by_slot.get(i, []) if c.get("extra")]
+    return Program(steps, findings)
+
+
+def _student_step(cell: dict, grade_id: str | None = None) -> Step:
+    refused = tuple(str(v) for v in review(cell["source"]))
+    kind = "answer" if grade_id else "extra"
+    return Step(
+        kind, str(cell.get("id") or grade_id or "added-cell"), cell["source"], grade_id, refused=refused
+    )
+
+
+def _is_locked(cell: dict) -> bool:
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade") or meta.get("locked")) and not meta.get("solution")
+
+
+def _text(source: Any) -> str:
+    return "".join(source) if isinstance(source, list) else source

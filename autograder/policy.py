@@ -1,0 +1,178 @@
+"""What student code may do: a static review of every cell a student wrote, before it runs.
+
+The grader runs a student's cells and the tests in one Python process, so code that rebinds what a
+test calls (``torch.allclose = ...``), hooks the interpreter (``sys.settrace``, IPython's input
+transformers), reads the history of executed cells (``In``) or walks frames into the checks
+(``gen.gi_frame.f_back.f_globals``) could fake a score or read a hidden test. A cell that does any of
+this is not run; the grade row says which line did what.
+
+The rules describe the code of the exercises, not a list of known attacks: imports only of the
+numerical libraries; attributes set only on ``self``; no dunder attributes, frames, dynamic attribute
+access or evaluation of strings; no subclass of tensors and no special methods that change how a value
+compares. Correct solutions never need more.
+"""
+
+import ast
+import re
+from dataclasses import dataclass
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+ALLOWED_IMPORTS = frozenset(
+    {
+        "abc", "collections", "copy", "dataclasses", "einops", "enum", "functools", "itertools",
+        "math", "matplotlib", "numbers", "numpy", "random", "re", "statistics", "time", "torch",
+        "tqdm", "typing", "warnings",
+    }
+)  # fmt: skip
+FORBIDDEN_MODULE_PARTS = frozenset(
+    {"cpp_extension", "hub", "library", "overrides", "multiprocessing", "distributed", "package",
+     "ctypeslib", "f2py", "distutils", "testing"}
+)  # fmt: skip
+FORBIDDEN_NAMES = frozenset(
+    {
+        "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr",
+        "delattr", "open", "input", "breakpoint", "exit", "quit", "help", "memoryview", "object",
+        "get_ipython", "In", "Out", "format",
+    }
+)  # fmt: skip
+# Attributes that reach frames, code, the interpreter, files or processes, or change global state.
+FORBIDDEN_ATTRIBUTES = frozenset(
+    {
+        "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame",
+        "ag_code", "ag_await", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
+        "tb_frame", "tb_next", "co_code", "co_consts", "func_globals", "func_code", "mro",
+        "format", "format_map", "os", "sys", "subprocess", "builtins", "gc", "ctypes", "importlib",
+        "inspect", "pickle", "shutil", "socket", "signal", "threading", "multiprocessing", "pathlib",
+        "io", "tempfile", "marshal", "runpy", "atexit", "weakref", "traceback", "cpp_extension",
+        "hub", "library", "overrides", "load", "save", "load_library", "ctypeslib", "tofile",
+        "fromfile", "settrace", "setprofile", "environ", "system", "popen", "set_default_dtype",
+        "set_default_device", "set_default_tensor_type",
+    }
+)  # fmt: skip
+FORBIDDEN_BASES = frozenset({"Tensor", "Parameter", "ndarray", "type", "generic"})
+ALLOWED_SPECIAL_METHODS = frozenset({"__init__", "__repr__", "__str__"})
+HISTORY_NAME = re.compile(r"^(__+|_+(i+|ih|oh|dh|i?\d+))$")  # IPython's __, _i, _ii, _i3, _3, _ih ...
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One rule a cell breaks: the line (1-based, in the cell) and what it does."""
+
+    line: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.what}"
+
+
+def is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__") and len(name) > 4
+
+
+def root_name(node: ast.expr) -> str | None:
+    """``self`` for ``self.a.b[0].c``; None when the chain starts with a call or a literal."""
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def dotted(node: ast.expr) -> str:
+    """Source text of an expression, for messages."""
+    try:
+        return ast.unparse(node)
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return "<expression>"
+
+
+class Reviewer(ast.NodeVisitor):
+    """Collects the violations of one cell's syntax tree."""
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+
+    def flag(self, node: ast.AST, what: str) -> None:
+        self.violations.append(Violation(getattr(node, "lineno", 0), what))
+
+    def check_module(self, node: ast.AST, module: str) -> None:
+        parts = module.split(".")
+        if parts[0] not in ALLOWED_IMPORTS:
+            self.flag(node, f"imports `{module}`, which student cells may not use")
+        elif any(p.startswith("_") or p in FORBIDDEN_MODULE_PARTS for p in parts[1:]):
+            self.flag(node, f"imports `{module}`")
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.check_module(node, alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            self.flag(node, "uses a relative import")
+            return
+        self.check_module(node, node.module or "")
+        for alias in node.names:
+            if alias.name == "*":
+                self.flag(node, f"uses `from {node.module} import *`")
+            elif alias.name.startswith("_") or alias.name in FORBIDDEN_ATTRIBUTES | FORBIDDEN_NAMES:
+                self.flag(node, f"imports `{alias.name}` from `{node.module}`")
+
+    def visit_Name(self, node: ast.Name) -> None:
+        name = node.id
+        if name in FORBIDDEN_NAMES or is_dunder(name) or HISTORY_NAME.match(name):
+            self.flag(node, f"uses `{name}`")
+        elif name == "self" and isinstance(node.ctx, ast.Store | ast.Del):
+            self.flag(node, "rebinds `self`")
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        name, root = node.attr, root_name(node.value)
+        if is_dunder(name) and name != "__init__":
+            self.flag(node, f"uses the special attribute `{name}`")
+        elif name in FORBIDDEN_ATTRIBUTES or name.startswith("register_module_"):
+            self.flag(node, f"uses `{dotted(node)}`")
+        elif name.startswith("_") and not is_dunder(name) and root != "self":
+            self.flag(node, f"uses the private attribute `{dotted(node)}`")
+        if isinstance(node.ctx, ast.Store | ast.Del) and root != "self":
+            self.flag(node, f"assigns to `{dotted(node)}`: only attributes of `self` may be set")
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Name) and node.func.id == "type" and len(node.args) != 1:
+            self.flag(node, "creates a class with `type(...)`")
+        self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for base in node.bases:
+            last = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+            if last is None:
+                self.flag(node, f"class `{node.name}` derives from an expression, `{dotted(base)}`")
+            elif last in FORBIDDEN_BASES:
+                self.flag(node, f"class `{node.name}` subclasses `{dotted(base)}`")
+        for keyword in node.keywords:
+            self.flag(node, f"class `{node.name}` sets `{keyword.arg}=`")
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if is_dunder(node.name) and node.name not in ALLOWED_SPECIAL_METHODS:
+            self.flag(node, f"defines the special method `{node.name}`")
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815 - ast.NodeVisitor's naming
+
+
+def review(source: str) -> list[Violation]:
+    """The rules ``source`` (one notebook cell, IPython syntax) breaks; empty when it may run.
+
+    Magics and shell escapes (``%timeit``, ``!ls``) are refused: they run code the review cannot
+    see. A cell that is not valid Python is not refused here; running it shows the SyntaxError.
+    """
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError):
+        return []
+    reviewer = Reviewer()
+    reviewer.visit(tree)
+    violations = reviewer.violations
+    if "get_ipython" not in source:  # IPython turned a magic or a shell escape into a call
+        magic = "uses an IPython magic or a shell command (`%...`, `!...`)"
+        violations = [Violation(v.line, magic) if "get_ipython" in v.what else v for v in violations]
+    return list(dict.fromkeys(violations))

@@ -1,0 +1,256 @@
+"""A synthetic class to try the grader on: full marks, zero, partial credit, and every bad case.
+
+``python -m autograder sample-class DIR`` writes it in nbgrader's layout; the tests grade it and
+compare each row with the expectation written beside its case here, and the throughput benchmark
+grades it with nbgrader and with this grader.
+"""
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.release import ROOT
+
+ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
+MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
+
+Cells = list[dict]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One student's hand-in for one assignment, and the row the grader must give it.
+
+    ``make`` turns the release's cells (answers filled with the solutions) into the submission's;
+    ``data`` replaces the file's bytes altogether; ``filename`` overrides ``<assignment>.ipynb``.
+    """
+
+    student: str
+    assignment: str
+    status: str
+    score: float
+    make: Callable[[Cells], Cells] = lambda cells: cells
+    data: Callable[[], bytes] | None = None
+    filename: str | None = None
+    extra_files: tuple[str, ...] = ()
+    reason: str = ""  # a phrase the row's reason must contain
+
+
+def load(folder: str, assignment: str) -> dict:
+    return json.loads((ROOT / folder / assignment / f"{assignment}.ipynb").read_text(encoding="utf-8"))
+
+
+def solved(assignment: str) -> dict:
+    """The release notebook with every answer cell holding the solution's code."""
+    release, source = load("notebooks", assignment), load("solutions", assignment)
+    answers = {
+        c["metadata"]["nbgrader"]["grade_id"]: MARKERS.sub("", "".join(c["source"]))
+        for c in source["cells"]
+        if c["metadata"].get("nbgrader", {}).get("solution")
+    }
+    notebook = copy.deepcopy(release)
+    for cell in notebook["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell["source"] = answers[grade_id]
+    return notebook
+
+
+def blank(cells: Cells) -> Cells:
+    """Back to the untouched release (for cases that start from a blank notebook)."""
+    return copy.deepcopy(load("notebooks", ATTENTION)["cells"])
+
+
+def find(cells: Cells, grade_id: str) -> int:
+    return next(
+        i for i, c in enumerate(cells) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id
+    )
+
+
+def edit_answer(old: str, new: str, grade_id: str = "MultiHeadAttention") -> Callable[[Cells], Cells]:
+    def make(cells: Cells) -> Cells:
+        cell = cells[find(cells, grade_id)]
+        text = "".join(cell["source"])
+        assert old in text, f"{old!r} not in the answer"
+        cell["source"] = text.replace(old, new)
+        return cells
+
+    return make
+
+
+def add_cell(code: str, after: str = "MultiHeadAttention", base: Callable[[Cells], Cells] = lambda c: c):
+    def make(cells: Cells) -> Cells:
+        cells = base(cells)
+        cell = {"cell_type": "code", "id": "added-by-student", "metadata": {}, "outputs": [], "source": code}
+        cells.insert(find(cells, after) + 1, dict(cell, execution_count=None))
+        return cells
+
+    return make
+
+
+def on_test(change: Callable[[Cells, int], None], grade_id: str = "test_MultiHeadAttention_mask", base=None):
+    def make(cells: Cells) -> Cells:
+        cells = base(cells) if base else cells
+        change(cells, find(cells, grade_id))
+        return cells
+
+    return make
+
+
+def _replace_tests_with_pass(cells: Cells) -> Cells:
+    cells = blank(cells)
+    for grade_id in ("test_MultiHeadAttention", "test_MultiHeadAttention_mask"):
+        cells[find(cells, grade_id)]["source"] = "pass"
+    return cells
+
+
+def _set(key: str, value) -> Callable[[Cells, int], None]:
+    return lambda cells, i: cells[i]["metadata"]["nbgrader"].__setitem__(key, value)
+
+
+def _swap_tests(cells: Cells, i: int) -> None:
+    j = find(cells, "test_MultiHeadAttention")
+    cells[i], cells[j] = cells[j], cells[i]
+
+
+def _duplicate(cells: Cells, i: int) -> None:
+    cells.insert(i + 1, copy.deepcopy(cells[i]))
+
+
+def _retype(cells: Cells, i: int) -> None:
+    cells[i] = {"cell_type": "markdown", "id": cells[i]["id"], "metadata": cells[i]["metadata"],
+                "source": cells[i]["source"]}  # fmt: skip
+
+
+MASK_IGNORED = edit_answer(
+    '            energy = energy.masked_fill(~mask, float("-inf"))\n', "            pass\n"
+)
+LOOP_ON_MASK = edit_answer(
+    "        if mask is not None:\n",
+    "        while mask is not None:\n            pass\n        if mask is not None:\n",
+)
+WARNS = edit_answer(
+    "        queries = ",
+    "        import warnings\n\n        warnings.warn('debug: forward called')\n        queries = ",
+)
+RETURNS_FAKE = edit_answer(
+    "class MultiHeadAttention(nn.Module):",
+    "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n\n"
+    "class MultiHeadAttention(nn.Module):",
+)
+
+
+def truncated() -> bytes:
+    return json.dumps(solved(ATTENTION)).encode()[:5000]
+
+
+CASES = [
+    Case("full", ATTENTION, "graded", 6),
+    Case("full", POSITIONS, "graded", 3),
+    Case("blank", ATTENTION, "graded", 0, blank),
+    Case("partial", ATTENTION, "graded", 4, MASK_IGNORED),
+    Case("partial", POSITIONS, "graded", 0, edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding")),
+    Case("malformed", ATTENTION, "malformed", 0, data=truncated, reason="not valid JSON"),
+    Case("empty", ATTENTION, "malformed", 0, data=lambda: b"", reason="empty"),
+    Case("renamed", ATTENTION, "graded", 6, filename="my attention.ipynb", reason="my attention.ipynb"),
+    Case("extra_files", ATTENTION, "graded", 6, extra_files=("notes.txt", "helper.py"), reason="notes.txt"),
+    Case("loop_in_cell", ATTENTION, "incomplete", 6, add_cell("while True:\n    pass"), reason="time limit"),
+    Case("loop_in_answer", ATTENTION, "incomplete", 4, LOOP_ON_MASK, reason="test_MultiHeadAttention_mask"),
+    Case("huge_memory", ATTENTION, "graded", 6, add_cell("x = torch.ones(1 << 38)"), reason="memory"),
+    Case(
+        "fork_storm",
+        ATTENTION,
+        "flagged",
+        6,
+        add_cell("import os\nwhile True:\n    os.fork()"),
+        reason="imports `os`",
+    ),
+    Case("os_exit", ATTENTION, "flagged", 6, add_cell("import os\nos._exit(1)"), reason="os._exit"),
+    Case("sys_exit", ATTENTION, "graded", 6, add_cell("raise SystemExit('bye')"), reason="SystemExit"),
+    Case(
+        "huge_output", ATTENTION, "graded", 6, add_cell("for i in range(200_000):\n    print('spam' * 100)")
+    ),
+    Case("stderr_warning", ATTENTION, "graded", 6, WARNS),
+    Case("edited_tests", ATTENTION, "flagged", 0, _replace_tests_with_pass, reason="its code was edited"),
+    Case(
+        "deleted_test",
+        ATTENTION,
+        "flagged",
+        6,
+        lambda c: [x for x in c if x.get("id") != "test-MultiHeadAttention-mask"],
+        reason="deleted",
+    ),
+    Case("reordered_tests", ATTENTION, "flagged", 6, on_test(_swap_tests), reason="reordered"),
+    Case("retyped_test", ATTENTION, "flagged", 6, on_test(_retype), reason="markdown"),
+    Case("points_edited", ATTENTION, "flagged", 0, on_test(_set("points", 100), base=blank), reason="points"),
+    Case("grade_id_duplicated", ATTENTION, "flagged", 6, on_test(_duplicate), reason="appears 2 times"),
+    Case(
+        "rebinds_torch",
+        ATTENTION,
+        "flagged",
+        0,
+        add_cell("torch.allclose = lambda *a, **k: True", base=blank),
+        reason="torch.allclose",
+    ),
+    Case(
+        "rebinds_checks",
+        ATTENTION,
+        "flagged",
+        4,
+        add_cell("import course_utils.feedback as feedback\nfeedback.fail = print", base=MASK_IGNORED),
+        reason="course_utils",
+    ),
+    Case(
+        "rebinds_builtins",
+        ATTENTION,
+        "flagged",
+        0,
+        add_cell("import builtins\nbuiltins.AssertionError = Warning", base=blank),
+        reason="builtins",
+    ),
+    Case(
+        "ipython_hooks",
+        ATTENTION,
+        "flagged",
+        0,
+        add_cell("get_ipython().input_transformers_cleanup.append(lambda lines: [])", base=blank),
+        reason="get_ipython",
+    ),
+    Case(
+        "trace_hook",
+        ATTENTION,
+        "flagged",
+        0,
+        add_cell("import sys\nsys.settrace(lambda *a: None)", base=blank),
+        reason="imports `sys`",
+    ),
+    Case("fake_equality", ATTENTION, "flagged", 0, RETURNS_FAKE, reason="__eq__"),
+    Case(
+        "writes_files",
+        ATTENTION,
+        "flagged",
+        6,
+        add_cell("open('../gradebook.db', 'w').write('')"),
+        reason="open",
+    ),
+    Case("reads_history", ATTENTION, "flagged", 6, add_cell("print(In)"), reason="uses `In`"),
+]
+
+
+def write_sample_class(root: Path, cases: list[Case] = CASES) -> Path:
+    """Write ``cases`` in nbgrader's layout ``root/<student>/<assignment>/<file>``; return ``root``."""
+    for case in cases:
+        folder = root / case.student / case.assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        data = case.data() if case.data else None
+        if data is None:
+            notebook = solved(case.assignment)
+            notebook["cells"] = case.make(notebook["cells"])
+            data = json.dumps(notebook, indent=1).encode()
+        (folder / (case.filename or f"{case.assignment}.ipynb")).write_bytes(data)
+        for name in case.extra_files:
+            (folder / name).write_text("a student's own file\n")
+    return root

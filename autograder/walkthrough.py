@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 from nbgrader.preprocessors import ClearHiddenTests
 
@@ -74,12 +75,13 @@ def index_page(entries: list[tuple[str, str, bool]], quick: bool) -> str:
     )
 
 
-def build_walkthrough(ids: list[str] | None, out: Path, quick: bool, solutions: Path = SOLUTIONS) -> Path:
+def build_walkthrough(ids: list[str] | None, out: Path, quick: bool, solutions: Path | None = None) -> Path:
     """Execute and render each solution notebook (all by default) into ``out``; return index.html.
 
     A notebook that fails is reported on stderr and the others are still built; then
-    ``WalkthroughError`` names the failed ones.
+    ``WalkthroughError`` names the failed ones. ``solutions`` defaults to the course's.
     """
+    solutions = solutions or SOLUTIONS
     ids = ids or assignments(solutions)
     for name in ids:
         if not (solutions / name).is_dir():
@@ -91,8 +93,14 @@ def build_walkthrough(ids: list[str] | None, out: Path, quick: bool, solutions: 
         start = time.perf_counter()
         try:
             nb = execute(path, quick)
-        except Exception as error:  # report it, build the others
-            print(f"FAILED {name}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+        except CellExecutionError as error:
+            reason = f"{error.ename}: {error.evalue}"
+        except Exception as error:  # a kernel that died or timed out: report it, build the others
+            reason = f"{type(error).__name__}: {error}"
+        else:
+            reason = None
+        if reason:
+            print(f"FAILED {name}: {reason}", file=sys.stderr)
             entries.append((name, title(nbformat.read(path, as_version=4)), False))
             failed.append(name)
             continue

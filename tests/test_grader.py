@@ -1,0 +1,155 @@
+"""``python -m autograder grade`` on the sample class: every row, feedback, idempotence, layouts."""
+
+import csv
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder.__main__ import main
+from autograder.classroom import grade_class
+from autograder.grade import Settings
+from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, solved, write_sample_class
+from tests.notebook_kernel import ROOT
+
+SETTINGS = Settings(cell_timeout=15)
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Path:
+    """The whole sample class graded once, through the command line."""
+    root = tmp_path_factory.mktemp("class")
+    write_sample_class(root / "submissions")
+    main(["grade", str(root / "submissions"), "--out", str(root / "out"), "--timeout", "15", "--jobs", "2"])
+    return root
+
+
+def test_every_row_has_its_expected_score_status_and_reason(graded):
+    grades = {(r["student_id"], r["assignment"]): r for r in rows(graded / "out" / "grades.csv")}
+    students = {c.student for c in CASES}
+    assert len(grades) == 2 * len(students), "one row per student and assignment, no duplicates"
+    wrong = []
+    for case in CASES:
+        row = grades[(case.student, case.assignment)]
+        got = (row["status"], float(row["score"]))
+        if got != (case.status, case.score) or case.reason not in row["reason"]:
+            wrong.append(f"{case.student}/{case.assignment}: expected {case.status} {case.score} "
+                         f"({case.reason!r}), got {got} ({row['reason']!r})")  # fmt: skip
+    assert not wrong, "\n".join(wrong)
+    handed_in = {(c.student, c.assignment) for c in CASES}
+    for (student, assignment), row in grades.items():
+        assert row["max_score"] == ("6" if assignment == ATTENTION else "3")
+        if (student, assignment) not in handed_in:
+            assert (row["status"], row["score"]) == ("missing", "0"), row
+
+
+def test_partial_credit_is_per_question(graded):
+    questions = [r for r in rows(graded / "out" / "questions.csv") if r["student_id"] == "partial"]
+    by_id = {r["question"]: r for r in questions}
+    assert by_id["test_MultiHeadAttention"]["score"] == "4"
+    mask = by_id["test_MultiHeadAttention_mask"]
+    assert (mask["score"], mask["outcome"]) == ("0", "failed")
+    assert "mask ignored" in mask["message"]
+    lost = {
+        r["question"]: r
+        for r in rows(graded / "out" / "questions.csv")
+        if r["student_id"] == "loop_in_answer"
+    }
+    assert lost["test_MultiHeadAttention"]["score"] == "4", "a time-out costs only the question it stops"
+    assert lost["test_MultiHeadAttention_mask"]["outcome"] == "timed out"
+
+
+def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
+    page = (graded / "out" / "feedback" / "partial" / f"{ATTENTION}.html").read_text()
+    assert "Score: 4 / 6" in page
+    assert "MultiHeadAttention honours boolean masks" in page, "the question's title"
+    assert "mask ignored" in page and "Hint:" in page, "the failed check's message"
+    hidden = [
+        line.strip()
+        for name in (ATTENTION, POSITIONS)
+        for cell in json.loads((ROOT / "solutions" / name / f"{name}.ipynb").read_text())["cells"]
+        for block in HIDDEN.findall("".join(cell["source"]))
+        for line in block.splitlines()
+        if len(line.strip()) > 12
+    ]
+    assert hidden
+    for path in (graded / "out").rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            leaked = [line for line in hidden if line in text]
+            assert not leaked, f"{path} shows hidden test code: {leaked[0]}"
+
+
+def test_regrading_one_student_changes_nothing_else(graded, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(graded / "out", out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    grade_class(graded / "submissions", out, students=["partial"], settings=SETTINGS, jobs=1, progress=False)
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before, "regrading reproduces the same bytes and touches no other row"
+
+
+def test_parallel_grading_equals_sequential(tmp_path):
+    chosen = [c for c in CASES if c.student in ("full", "partial", "malformed", "sys_exit")]
+    write_sample_class(tmp_path / "submissions", chosen)
+    outputs = []
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        grade_class(tmp_path / "submissions", out, settings=SETTINGS, jobs=jobs, progress=False)
+        outputs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert outputs[0] == outputs[1]
+
+
+def test_lms_zip_with_canvas_and_moodle_names(tmp_path):
+    notebook = json.dumps(solved(POSITIONS)).encode()
+    archive = tmp_path / "downloads.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(f"doejane_1001_555_{POSITIONS}.ipynb", notebook)
+        z.writestr(f"roeric_LATE_1002_556_{POSITIONS}-1.ipynb", b"{not json")
+        z.writestr(f"Ann Lee_2001_assignsubmission_file_/{POSITIONS} (2).ipynb", notebook)
+        z.writestr("Bo Chen_2002_assignsubmission_file_/homework.ipynb", notebook)
+        z.writestr("Bo Chen_2002_assignsubmission_file_/notes.txt", b"mine")
+        z.writestr("__MACOSX/._junk.ipynb", b"")
+    out = tmp_path / "out"
+    grade_class(archive, out, wanted=[POSITIONS], settings=SETTINGS, jobs=2, progress=False)
+    got = {r["student_id"]: (r["status"], r["score"], r["reason"]) for r in rows(out / "grades.csv")}
+    assert got["1001"] == ("graded", "3", "")
+    assert got["1002"][:2] == ("malformed", "0")
+    assert got["2001"] == ("graded", "3", "")
+    assert got["2002"][:2] == ("graded", "3")
+    assert "homework.ipynb names no assignment; graded as" in got["2002"][2] and "notes.txt" in got["2002"][2]
+    assert set(got) == {"1001", "1002", "2001", "2002"}
+
+
+def test_zip_entries_outside_the_archive_are_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../../escaped.ipynb", b"{}")
+    with pytest.raises(SystemExit, match="outside the archive"):
+        grade_class(archive, tmp_path / "out", settings=SETTINGS, progress=False)
+    assert not (tmp_path.parent / "escaped.ipynb").exists()
+
+
+def test_unknown_assignment_and_missing_folder_are_clear_errors(tmp_path):
+    with pytest.raises(SystemExit, match="no such folder"):
+        grade_class(tmp_path / "nothing", tmp_path / "out", progress=False)
+    (tmp_path / "subs").mkdir()
+    with pytest.raises(SystemExit, match="unknown assignment 'nope'"):
+        grade_class(tmp_path / "subs", tmp_path / "out", wanted=["nope"], progress=False)
+
+
+def test_without_bubblewrap_the_grader_warns_loudly(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOGRADER_NO_SANDBOX", "1")
+    write_sample_class(tmp_path / "subs", [Case("full", POSITIONS, "graded", 3)])
+    with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
+        results = grade_class(tmp_path / "subs", tmp_path / "out", settings=SETTINGS, progress=False)
+    assert [(r["status"], r["score"]) for r in results] == [("graded", 3.0)]

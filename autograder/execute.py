@@ -1,19 +1,20 @@
 """Run a program's cells in the sandbox, one process per submission, surviving what student code does.
 
 A cell that runs past its time limit, or kills its process (``os._exit``, a segfault, the memory
-limit), loses only itself: a fresh process re-runs the cells before it that had run (except the
-tests) and the notebook goes on. A cell refused by the policy is never sent. The notebook as a whole
+limit), loses only itself: a fresh process re-runs the cells before it that had run without error (except
+the tests) and the notebook goes on. A cell refused by the policy is never sent. The notebook as a whole
 has a time limit too; cells left when it is reached are reported as not run.
 """
 
-import contextlib
 import json
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,13 +53,13 @@ class RunnerGoneError(Exception):
 class Runner:
     """One sandboxed runner process and the pipe of answers it writes."""
 
-    def __init__(self, scratch: Path, limits: Limits, prefix: list[str]) -> None:
+    def __init__(self, scratch: Path, limits: Limits) -> None:
+        self.resources = ExitStack()
+        prefix = self.resources.enter_context(cgroup(limits))  # one per process: a clean count
         if bwrap():
             command = prefix + sandbox_command(scratch, limits)
             env, cwd = None, None
         else:
-            import sys
-
             command, env, cwd = prefix + [sys.executable, str(RUNNER)], environment(limits), scratch
             env["HOME"] = str(scratch)
         self.process = subprocess.Popen(
@@ -115,13 +116,15 @@ class Runner:
         return f"the kernel exited with code {code}"
 
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        """Kill the process and everything it started; wait until they are gone."""
+        with suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self.selector.close()
         for stream in (self.process.stdin, self.process.stdout):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 stream.close()
+        self.resources.close()
 
 
 def execute(program: Program, limits: Limits, cell_timeout: float, notebook_timeout: float) -> list[Outcome]:
@@ -130,7 +133,7 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
     outcomes: list[Outcome | None] = [None] * len(steps)
     deadline = time.monotonic() + notebook_timeout
     runner: Runner | None = None
-    with tempfile.TemporaryDirectory(prefix="autograder-") as scratch, cgroup(limits) as prefix:
+    with tempfile.TemporaryDirectory(prefix="autograder-") as scratch:
         os.chmod(scratch, 0o777)
         try:
             for i, step in enumerate(steps):
@@ -145,7 +148,7 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
                     continue
                 try:
                     if runner is None:
-                        runner = Runner(Path(scratch), limits, prefix)
+                        runner = Runner(Path(scratch), limits)
                         _restore(runner, steps[:i], outcomes[:i], cell_timeout)
                     outcomes[i] = _outcome(runner.run(step.source, min(cell_timeout, left)))
                 except RunnerGoneError as gone:
@@ -164,9 +167,9 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
 
 
 def _restore(runner: Runner, steps: list[Step], outcomes: list, cell_timeout: float) -> None:
-    """Re-run, in a fresh process, the cells that had run before it was lost (tests excepted)."""
+    """Re-run, in a fresh process, the cells that had run without error before (tests excepted)."""
     for step, outcome in zip(steps, outcomes, strict=True):
-        if outcome is not None and outcome.ran and step.kind != "test":
+        if outcome is not None and outcome.status == "ok" and step.kind != "test":
             runner.run(step.source, cell_timeout)
 
 

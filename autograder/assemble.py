@@ -8,6 +8,7 @@ or points edited) cannot raise the score and is reported as a finding.
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ import nbformat
 from nbgrader.utils import compute_checksum
 
 from autograder.policy import review
+
+HIDDEN = re.compile(r"^### BEGIN HIDDEN TESTS[ \t]*\n(.*?)^### END HIDDEN TESTS[ \t]*(\n|$)", re.S | re.M)
 
 
 class MalformedNotebookError(ValueError):
@@ -25,8 +28,9 @@ class MalformedNotebookError(ValueError):
 class Step:
     """One cell the grader runs.
 
-    ``kind`` is ``given`` (instructor code), ``test`` (a graded test cell), ``answer`` (a student's
-    answer cell) or ``extra`` (a cell the student added). ``refused`` lists the policy's reasons
+    ``kind`` is ``given`` (instructor code), ``test`` (a graded test cell, without its hidden tests),
+    ``hidden`` (those hidden tests), ``answer`` (a student's answer cell) or ``extra`` (a cell the
+    student added). ``refused`` lists the policy's reasons
     not to run a student cell.
     """
 
@@ -190,7 +194,10 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
                 mine = [dict(released.get(name, cell), extra=False)]
             steps += [_student_step(c, grade_id=name) for c in mine]
         elif meta.get("grade"):
-            steps.append(Step("test", name, cell["source"], name, float(meta.get("points", 0))))
+            visible, hidden = split_hidden(cell["source"])
+            steps.append(Step("test", name, visible, name, float(meta.get("points", 0))))
+            if hidden:
+                steps.append(Step("hidden", name, hidden, name))
         else:
             steps.append(Step("given", name or f"cell-{i}", cell["source"]))
         steps += [_student_step(c) for c in by_slot.get(i, []) if c.get("extra")]
@@ -203,6 +210,15 @@ def _student_step(cell: dict, grade_id: str | None = None) -> Step:
     return Step(
         kind, str(cell.get("id") or grade_id or "added-cell"), cell["source"], grade_id, refused=refused
     )
+
+
+def split_hidden(source: str) -> tuple[str, str]:
+    """(the visible part, the hidden tests) of a test cell; the hidden part runs as a cell of its own,
+    so that a result can say which part failed. Markers that are not at the top level stay put."""
+    match = HIDDEN.search(source)
+    if not match:
+        return source, ""
+    return source[: match.start()] + source[match.end() :], match.group(1)
 
 
 def _is_locked(cell: dict) -> bool:

@@ -26,7 +26,8 @@ STARTUP_TIMEOUT = 180.0  # seconds for the runner to import torch and IPython on
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one step. ``status``: ok, error, refused, timeout, crashed or skipped."""
+    """What happened to one step. ``status``: ok, error, refused, timeout, crashed, skipped (the
+    notebook's time ran out) or ``not run`` (hidden tests after failed visible ones)."""
 
     status: str
     ename: str = ""
@@ -139,6 +140,11 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
             for i, step in enumerate(steps):
                 if step.refused:
                     outcomes[i] = Outcome("refused", "PolicyViolation", "; ".join(step.refused))
+                    continue
+                if step.kind == "hidden" and outcomes[i - 1] is not None and outcomes[i - 1].status != "ok":
+                    outcomes[i] = Outcome(
+                        "not run", evalue="the visible checks of this question failed first"
+                    )
                     continue
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.assemble import MalformedNotebookError, Program, assemble, read_submission
+from autograder.assemble import MalformedNotebookError, Program, Step, assemble, read_submission
 from autograder.execute import Outcome, execute
 from autograder.sandbox import Limits
 from autograder.submissions import Submission
@@ -99,20 +99,10 @@ def _finish(
             lost.append(f"cell {step.grade_id or step.cell_id}: {outcome.evalue}")
         elif outcome and outcome.status == "error" and step.kind in ("answer", "extra"):
             result["notes"].append(f"cell {step.cell_id} raised {_message(outcome, '')[:200]}")
-        if step.kind != "test":
-            continue
-        passed = outcome is not None and outcome.status == "ok"
-        message = "" if passed else _message(outcome, reason)
-        questions.append(
-            {
-                "grade_id": step.grade_id,
-                "title": step.title,
-                "max_score": step.points,
-                "score": step.points if passed else 0.0,
-                "outcome": OUTCOMES[outcome.status] if outcome else "not run",
-                "message": message,
-            }
-        )
+        if step.kind == "test":
+            questions.append(_question(step, outcome, reason))
+        elif step.kind == "hidden" and questions and outcome and outcome.status != "not run":
+            questions[-1] = _with_hidden(questions[-1], outcome)
     if not status:
         status = "flagged" if problems else "incomplete" if lost else "graded"
         reason = "; ".join(problems + lost)
@@ -127,6 +117,27 @@ def _finish(
         questions=questions,
     )
     return result
+
+
+def _question(step: Step, outcome: Outcome | None, reason: str) -> dict:
+    passed = outcome is not None and outcome.status == "ok"
+    return {
+        "grade_id": step.grade_id,
+        "title": step.title,
+        "max_score": step.points,
+        "score": step.points if passed else 0.0,
+        "outcome": OUTCOMES[outcome.status] if outcome else "not run",
+        "message": "" if passed else _message(outcome, reason),
+        "failed_part": "" if passed else "visible",
+    }
+
+
+def _with_hidden(question: dict, outcome: Outcome) -> dict:
+    """The question once its hidden tests ran (only after its visible checks passed)."""
+    if outcome.status == "ok":
+        return question
+    message = f"A hidden test of this question failed: {_message(outcome, '')}"
+    return dict(question, score=0.0, outcome=OUTCOMES[outcome.status], message=message, failed_part="hidden")
 
 
 def _message(outcome: Outcome | None, reason: str) -> str:

@@ -153,6 +153,13 @@ CASES = [
     Case("blank", ATTENTION, "graded", 0, blank),
     Case("partial", ATTENTION, "graded", 4, MASK_IGNORED),
     Case("partial", POSITIONS, "graded", 0, edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding")),
+    Case(
+        "hard_codes_d",
+        POSITIONS,
+        "graded",
+        0,
+        edit_answer("np.arange(int(d / 2))", "range(2)", "getPositionEncoding"),
+    ),
     Case("malformed", ATTENTION, "malformed", 0, data=truncated, reason="not valid JSON"),
     Case("empty", ATTENTION, "malformed", 0, data=lambda: b"", reason="empty"),
     Case("renamed", ATTENTION, "graded", 6, filename="my attention.ipynb", reason="my attention.ipynb"),

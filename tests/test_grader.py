@@ -37,6 +37,7 @@ def test_every_row_has_its_expected_score_status_and_reason(graded):
     grades = {(r["student_id"], r["assignment"]): r for r in rows(graded / "out" / "grades.csv")}
     students = {c.student for c in CASES}
     assert len(grades) == 2 * len(students), "one row per student and assignment, no duplicates"
+    assert len(rows(graded / "out" / "grades.csv")) == len(grades)
     wrong = []
     for case in CASES:
         row = grades[(case.student, case.assignment)]
@@ -66,6 +67,15 @@ def test_partial_credit_is_per_question(graded):
     }
     assert lost["test_MultiHeadAttention"]["score"] == "4", "a time-out costs only the question it stops"
     assert lost["test_MultiHeadAttention_mask"]["outcome"] == "timed out"
+
+
+def test_a_failed_hidden_test_is_told_apart_from_a_visible_one(graded):
+    result = json.loads((graded / "out" / "results" / POSITIONS / "hard_codes_d.json").read_text())
+    (question,) = result["questions"]
+    assert (question["score"], question["failed_part"]) == (0, "hidden")
+    assert question["message"].startswith("A hidden test of this question failed: AssertionError")
+    partial = json.loads((graded / "out" / "results" / ATTENTION / "partial.json").read_text())
+    assert [q["failed_part"] for q in partial["questions"]] == ["", "visible"]
 
 
 def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):

@@ -7,8 +7,10 @@ grader. Memory and the number of processes are capped by a cgroup where the grad
 (as root on Linux), and always by rlimits on address space, CPU time and file size.
 """
 
+import functools
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -36,18 +38,28 @@ class Limits:
     file_bytes: int = 64 << 20
 
 
+@functools.cache
 def bwrap() -> str | None:
-    """The bubblewrap executable, or None where there is none (or it is switched off)."""
+    """The bubblewrap executable, if it can make a sandbox here; None otherwise (or when switched off
+    with ``AUTOGRADER_NO_SANDBOX=1``). Containers often forbid the namespaces it needs."""
     if os.environ.get("AUTOGRADER_NO_SANDBOX") == "1" or sys.platform != "linux":
         return None
-    return shutil.which("bwrap")
+    path = shutil.which("bwrap")
+    if path is None:
+        return None
+    trial = [path, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--proc", "/proc", "true"]
+    try:
+        works = subprocess.run(trial, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        works = False
+    return path if works else None
 
 
 def warn_unsandboxed() -> None:
     warnings.warn(
-        "bubblewrap (`bwrap`) is not available: student code will run WITHOUT a sandbox, with your "
-        "user's rights, access to your files and the network. Install it (Debian/Ubuntu: "
-        "`apt-get install bubblewrap`) before grading submissions you do not trust.",
+        "bubblewrap (`bwrap`) is not available or cannot create namespaces here: student code will run "
+        "WITHOUT a sandbox, with your user's rights, access to your files and the network. Install it "
+        "(Debian/Ubuntu: `apt-get install bubblewrap`) before grading submissions you do not trust.",
         RuntimeWarning,
         stacklevel=2,
     )

@@ -13,6 +13,7 @@ from autograder.__main__ import main
 from autograder.classroom import grade_class
 from autograder.grade import Settings
 from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, solved, write_sample_class
+from autograder.sandbox import bwrap
 from tests.notebook_kernel import ROOT
 
 SETTINGS = Settings(cell_timeout=15)
@@ -157,8 +158,10 @@ def test_unknown_assignment_and_missing_folder_are_clear_errors(tmp_path):
         grade_class(tmp_path / "subs", tmp_path / "out", wanted=["nope"], progress=False)
 
 
-def test_without_bubblewrap_the_grader_warns_loudly(tmp_path, monkeypatch):
+def test_without_bubblewrap_the_grader_warns_loudly(tmp_path, monkeypatch, request):
     monkeypatch.setenv("AUTOGRADER_NO_SANDBOX", "1")
+    bwrap.cache_clear()
+    request.addfinalizer(bwrap.cache_clear)
     write_sample_class(tmp_path / "subs", [Case("full", POSITIONS, "graded", 3)])
     with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
         results = grade_class(tmp_path / "subs", tmp_path / "out", settings=SETTINGS, progress=False)

@@ -40,7 +40,15 @@ def outcomes(tmp_path_factory):
     shown = f"sorted(os.listdir({str(ROOT)!r}))"
     steps = [
         probe("define", "kept = 41"),
-        probe("whoami", "import os\nassert os.getuid() == 65534, os.getuid()"),
+        probe(
+            "whoami",
+            """
+            import os
+            assert os.getuid() == 65534, os.getuid()
+            capabilities = [line for line in open('/proc/self/status') if line.startswith('CapEff')]
+            assert capabilities == ['CapEff:\\t0000000000000000\\n'], capabilities
+            """,
+        ),
         probe(
             "files",
             f"import os\nvisible = [p for p in {hidden!r} if os.path.exists(p)]\nassert not visible, visible",

@@ -3,11 +3,13 @@
 ``python -m autograder release [ASSIGNMENT ...]``: generate ``notebooks/`` from ``solutions/``.
 ``python -m autograder grade SUBMISSIONS [--assignment ID ...] [--jobs N] [--timeout S] [--out DIR]``:
 grade a folder or zip of submissions (see ``autograder/submissions.py`` for the layouts accepted).
+``python -m autograder gradescope ASSIGNMENT [-o FILE.zip]``: the Gradescope autograder of an assignment.
 """
 
 import argparse
 from pathlib import Path
 
+from autograder import gradescope
 from autograder.release import release
 from autograder.sandbox import Limits
 
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     add_release(commands)
     add_grade(commands)
+    gradescope.add_commands(commands)
     args = parser.parse_args(argv)
     args.handler(args)
 

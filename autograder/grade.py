@@ -101,8 +101,10 @@ def _finish(
             result["notes"].append(f"cell {step.cell_id} raised {_message(outcome, '')[:200]}")
         if step.kind == "test":
             questions.append(_question(step, outcome, reason))
-        elif step.kind == "hidden" and questions and outcome and outcome.status != "not run":
-            questions[-1] = _with_hidden(questions[-1], outcome)
+        elif step.kind == "hidden" and questions:
+            questions[-1]["has_hidden_tests"] = True
+            if outcome and outcome.status != "not run":
+                questions[-1] = _with_hidden(questions[-1], outcome)
     if not status:
         status = "flagged" if problems else "incomplete" if lost else "graded"
         reason = "; ".join(problems + lost)
@@ -129,6 +131,7 @@ def _question(step: Step, outcome: Outcome | None, reason: str) -> dict:
         "outcome": OUTCOMES[outcome.status] if outcome else "not run",
         "message": "" if passed else _message(outcome, reason),
         "failed_part": "" if passed else "visible",
+        "has_hidden_tests": False,
     }
 
 

@@ -4,6 +4,8 @@
 ``python -m autograder grade SUBMISSIONS [--assignment ID ...] [--jobs N] [--timeout S] [--out DIR]``:
 grade a folder or zip of submissions (see ``autograder/submissions.py`` for the layouts accepted).
 ``python -m autograder gradescope ASSIGNMENT [-o FILE.zip]``: the Gradescope autograder of an assignment.
+``python -m autograder walkthrough [ASSIGNMENT ...] [--out DIR] [--quick]``: the solutions, run, as HTML.
+``python -m autograder sample-class FOLDER``: a synthetic class (every bad case) to try ``grade`` on.
 """
 
 import argparse
@@ -11,7 +13,9 @@ from pathlib import Path
 
 from autograder import gradescope
 from autograder.release import release
+from autograder.sample_class import write_sample_class
 from autograder.sandbox import Limits
+from autograder.walkthrough import add_walkthrough_parser
 
 
 def add_release(commands: argparse._SubParsersAction) -> None:
@@ -70,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     add_release(commands)
     add_grade(commands)
     gradescope.add_commands(commands)
+    add_walkthrough_parser(commands)
+    sample = commands.add_parser(
+        "sample-class", help="write a synthetic class of submissions to try `grade` on"
+    )
+    sample.add_argument("folder", type=Path)
+    sample.set_defaults(handler=lambda a: print(f"wrote {write_sample_class(a.folder)}"))
     args = parser.parse_args(argv)
     args.handler(args)
 

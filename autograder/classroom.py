@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from autograder.grade import Assignment, Settings, grade_all, load_results
+from autograder.gradebook import record
 from autograder.release import ROOT, assignments
 from autograder.report import summary, write_csvs, write_feedback
 from autograder.sandbox import bwrap, warn_unsandboxed
@@ -68,6 +69,8 @@ def grade_class(
     for result in results:
         write_feedback(result, out)
     write_csvs(results, out)
+    names = sorted({r["assignment"] for r in results})
+    record(results, {a: Assignment.load(a, source_dir, release_dir) for a in names}, out / "gradebook.db")
     return results
 
 

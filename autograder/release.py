@@ -20,6 +20,13 @@ def assignments(solutions: Path = ROOT / "solutions") -> list[str]:
     return sorted(p.name for p in folders if p.is_dir() and p.name[0].isdigit())
 
 
+def put_alembic_on_path() -> None:
+    """nbgrader's gradebook starts the `alembic` command of its own environment, which may not be on PATH."""
+    bin_folder = str(Path(sys.executable).parent)
+    if bin_folder not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_folder, os.environ["PATH"]])
+
+
 def course_config(**overrides: str) -> Config:
     """The repository's nbgrader configuration, with ``CourseDirectory`` overrides."""
     config = PyFileConfigLoader(CONFIG_FILE.name, path=str(CONFIG_FILE.parent)).load_config()
@@ -35,8 +42,7 @@ def release(ids: list[str] | None = None, release_directory: Path | None = None)
     ``gradebook.db`` is left in the repository. ``release_directory`` defaults to ``notebooks/``.
     """
     overrides = {} if release_directory is None else {"release_directory": str(release_directory)}
-    # nbgrader starts the `alembic` command of its own environment, which may not be on PATH
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    put_alembic_on_path()
     written = []
     for assignment in ids or assignments():
         if not (ROOT / "solutions" / assignment).is_dir():

@@ -21,7 +21,7 @@ from nbgrader.preprocessors import ClearHiddenTests
 
 from autograder.release import ROOT, assignments
 
-CELL_TIMEOUT = 3600  # seconds; the full (not quick) training run of notebook 08 is the slowest cell
+CELL_TIMEOUT = 3600  # seconds; generous: the full training run of notebook 08 on a slow CPU
 SOLUTIONS = ROOT / "solutions"
 
 
@@ -39,16 +39,26 @@ def title(nb: nbformat.NotebookNode) -> str:
     return "Untitled"
 
 
-def execute(path: Path, quick: bool) -> nbformat.NotebookNode:
-    """Run the notebook at ``path`` in a kernel started in a temporary copy of its folder."""
-    nb = nbformat.read(path, as_version=4)
+def execute(nb: nbformat.NotebookNode, folder: Path, quick: bool) -> None:
+    """Run ``nb`` in place, in a kernel started in a temporary copy of ``folder``."""
     env = {k: v for k, v in os.environ.items() if k != "COURSE_QUICK"}
     if quick:
         env["COURSE_QUICK"] = "1"  # the training notebooks make a smoke run
     with tempfile.TemporaryDirectory() as scratch:
-        folder = shutil.copytree(path.parent, Path(scratch) / path.parent.name)
-        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3").execute(cwd=str(folder), env=env)
-    return nb
+        copy = shutil.copytree(folder, Path(scratch) / folder.name)
+        NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3").execute(cwd=str(copy), env=env)
+
+
+def failure(nb: nbformat.NotebookNode, folder: Path, quick: bool) -> str:
+    """Execute ``nb``; return why it failed (the failing cell and its error), or "" if it ran."""
+    try:
+        execute(nb, folder, quick)
+    except CellExecutionError as error:
+        failed = [c.id for c in nb.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
+        return f"cell {failed[-1] if failed else '?'}: {error.ename}: {error.evalue}"
+    except Exception as error:  # a kernel that died or timed out: report it, build the others
+        return f"{type(error).__name__}: {error}"
+    return ""
 
 
 def render(nb: nbformat.NotebookNode) -> str:
@@ -89,23 +99,15 @@ def build_walkthrough(ids: list[str] | None, out: Path, quick: bool, solutions: 
     out.mkdir(parents=True, exist_ok=True)
     entries, failed = [], []
     for name in ids:
-        path = solutions / name / f"{name}.ipynb"
+        nb = nbformat.read(solutions / name / f"{name}.ipynb", as_version=4)
         start = time.perf_counter()
-        try:
-            nb = execute(path, quick)
-        except CellExecutionError as error:
-            reason = f"{error.ename}: {error.evalue}"
-        except Exception as error:  # a kernel that died or timed out: report it, build the others
-            reason = f"{type(error).__name__}: {error}"
-        else:
-            reason = None
+        reason = failure(nb, solutions / name, quick)
+        entries.append((name, title(nb), not reason))
         if reason:
-            print(f"FAILED {name}: {reason}", file=sys.stderr)
-            entries.append((name, title(nbformat.read(path, as_version=4)), False))
+            print(f"FAILED {name}, {reason}", file=sys.stderr)
             failed.append(name)
             continue
         (out / f"{name}.html").write_text(render(nb), encoding="utf-8")
-        entries.append((name, title(nb), True))
         print(f"built {name} in {time.perf_counter() - start:.0f} s")
     index = out / "index.html"
     index.write_text(index_page(entries, quick), encoding="utf-8")

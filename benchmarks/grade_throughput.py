@@ -13,7 +13,6 @@ third blank. Prints notebooks per minute for each, their ratio, and whether ever
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from nbgrader.coursedir import CourseDirectory
 
 from autograder.classroom import grade_class
 from autograder.grade import Settings
-from autograder.release import ROOT, course_config
+from autograder.release import ROOT, course_config, put_alembic_on_path
 from autograder.sample_class import (
     ATTENTION,
     MASK_IGNORED,
@@ -58,7 +57,7 @@ def synthetic_class(students: int, assignments: list[str]) -> list[Case]:
 
 def nbgrader_scores(course: Path, submitted: Path, assignments: list[str]) -> tuple[float, dict]:
     """Seconds and scores of plain ``nbgrader autograde``, one submission after another."""
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    put_alembic_on_path()
     course.mkdir(parents=True, exist_ok=True)
     database = f"sqlite:///{course}/gradebook.db"
     config = course_config(root=str(course), source_directory=str(ROOT / "solutions"), db_url=database)

@@ -9,6 +9,25 @@ import re
 from dataclasses import dataclass
 
 SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n?", re.S | re.M)
+HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+
+
+def lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines()}
+
+
+def lines_only_inside(sources: list[str], *blocks: re.Pattern) -> set[str]:
+    """The lines (stripped, over 12 characters, markers aside) that the sources hold only in ``blocks``.
+
+    What must not show once those blocks are removed: solutions for students, hidden tests for anyone.
+    """
+    inside = set().union(*(lines(b) for s in sources for p in blocks for b in p.findall(s)))
+    public = set()
+    for source in sources:
+        for p in blocks:
+            source = p.sub("", source)
+        public |= lines(source)
+    return {line for line in inside - public if len(line) > 12 and not line.startswith("###")}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from nbgrader.api import Gradebook
 
 from autograder.__main__ import main
 from autograder.classroom import grade_class
@@ -29,7 +30,7 @@ def rows(path: Path) -> list[dict]:
 def graded(tmp_path_factory) -> Path:
     """The whole sample class graded once, through the command line."""
     root = tmp_path_factory.mktemp("class")
-    write_sample_class(root / "submissions")
+    main(["sample-class", str(root / "submissions")])
     main(["grade", str(root / "submissions"), "--out", str(root / "out"), "--timeout", "15", "--jobs", "2"])
     return root
 
@@ -95,7 +96,7 @@ def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
     assert hidden
     for path in (graded / "out").rglob("*"):
         if path.is_file():
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8", errors="replace")  # the gradebook too
             leaked = [line for line in hidden if line in text]
             assert not leaked, f"{path} shows hidden test code: {leaked[0]}"
 
@@ -106,7 +107,13 @@ def test_regrading_one_student_changes_nothing_else(graded, tmp_path):
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     grade_class(graded / "submissions", out, students=["partial"], settings=SETTINGS, jobs=1, progress=False)
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    del before[out / "gradebook.db"], after[out / "gradebook.db"]  # SQLite's own bytes may move
     assert after == before, "regrading reproduces the same bytes and touches no other row"
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gradebook:
+        assert gradebook.find_submission(ATTENTION, "partial").score == 4
+        assert gradebook.find_submission(ATTENTION, "full").score == 6
+        handed_in = sum(c.assignment == ATTENTION for c in CASES)
+        assert len(gradebook.assignment_submissions(ATTENTION)) == handed_in
 
 
 def test_parallel_grading_equals_sequential(tmp_path):
@@ -116,7 +123,9 @@ def test_parallel_grading_equals_sequential(tmp_path):
     for jobs in (1, 2):
         out = tmp_path / f"out{jobs}"
         grade_class(tmp_path / "submissions", out, settings=SETTINGS, jobs=jobs, progress=False)
-        outputs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+        outputs.append(
+            {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".db"}
+        )
     assert outputs[0] == outputs[1]
 
 

@@ -1,8 +1,6 @@
 """The instructor's path through nbgrader itself: generate, autograde, read the gradebook."""
 
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +8,7 @@ from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 
-from autograder.release import course_config
+from autograder.release import course_config, put_alembic_on_path
 from tests.notebook_kernel import ROOT
 
 ASSIGNMENT = "04_multi_head_attention"
@@ -18,7 +16,7 @@ pytestmark = pytest.mark.notebooks
 
 
 def test_nbgrader_autograde_gives_full_marks_to_the_solution_and_zero_to_the_blank(tmp_path: Path):
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    put_alembic_on_path()
     config = course_config(
         root=str(tmp_path), source_directory=str(ROOT / "solutions"), db_url=f"sqlite:///{tmp_path}/gb.db"
     )

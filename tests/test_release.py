@@ -1,6 +1,5 @@
 """The release: student notebooks are a fresh nbgrader generation, leak nothing, store no outputs."""
 
-import re
 import subprocess
 import sys
 
@@ -8,10 +7,9 @@ import nbformat
 import pytest
 
 from autograder.release import assignments, release
-from tests.mutations import SOLUTION
+from tests.mutations import HIDDEN, SOLUTION, lines, lines_only_inside
 from tests.notebook_kernel import ROOT, read
 
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 IDS = assignments()
 
 
@@ -29,21 +27,15 @@ def test_student_notebooks_equal_a_fresh_generation(tmp_path):
         assert fresh == committed, f"notebooks/{name} is stale: run `python -m autograder release`"
 
 
-def _lines(text: str) -> set[str]:
-    return {line.strip() for line in text.splitlines()}
-
-
 @pytest.mark.parametrize("name", IDS)
 def test_student_notebook_holds_no_solution_and_no_hidden_test(name):
     """No line that the source has only inside solution or hidden-test blocks reaches students."""
     sources = [c.source for c in read(ROOT / "solutions" / name / f"{name}.ipynb").cells]
-    inside = set().union(*(_lines(b) for s in sources for p in (SOLUTION, HIDDEN) for b in p.findall(s)))
-    public = set().union(*(_lines(HIDDEN.sub("", SOLUTION.sub("", s))) for s in sources))
-    secrets = {line for line in inside - public if len(line) > 12 and not line.startswith("###")}
+    secrets = lines_only_inside(sources, SOLUTION, HIDDEN)
     student = read(ROOT / "notebooks" / name / f"{name}.ipynb")
     text = nbformat.writes(student)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
-    leaked = secrets & set().union(*(_lines(c.source) for c in student.cells))
+    leaked = secrets & set().union(*(lines(c.source) for c in student.cells))
     assert not leaked, f"{name} leaks: {sorted(leaked)[:3]}"
 
 

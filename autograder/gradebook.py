@@ -1,0 +1,36 @@
+"""The grades in nbgrader's own gradebook (``DIR/gradebook.db``), for ``nbgrader export`` and formgrader."""
+
+from pathlib import Path
+
+from nbgrader.api import Gradebook
+
+from autograder.grade import Assignment
+from autograder.release import put_alembic_on_path
+
+
+def record(results: list[dict], assignments: dict[str, Assignment], database: Path) -> Path:
+    """Write every result into the gradebook at ``database``: assignments, their graded cells, students,
+    submissions and each question's automatic score. Rows with nothing handed in are left out, as
+    nbgrader does for a student who did not submit."""
+    put_alembic_on_path()
+    with Gradebook(f"sqlite:///{database}") as gradebook:
+        for name, assignment in assignments.items():
+            gradebook.update_or_create_assignment(name)
+            gradebook.update_or_create_notebook(name, name)
+            for cell in assignment.source["cells"]:
+                meta = cell.get("metadata", {}).get("nbgrader", {})
+                if meta.get("grade"):
+                    gradebook.update_or_create_grade_cell(
+                        meta["grade_id"], name, name, max_score=float(meta["points"]), cell_type="code"
+                    )
+        for result in results:
+            if result["status"] == "missing" or result["assignment"] not in assignments:
+                continue
+            student, name = result["student_id"], result["assignment"]
+            gradebook.update_or_create_student(student)
+            gradebook.update_or_create_submission(name, student)
+            for question in result["questions"]:
+                grade = gradebook.find_grade(question["grade_id"], name, name, student)
+                grade.auto_score = question["score"]
+            gradebook.db.commit()
+    return database

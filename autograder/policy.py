@@ -13,7 +13,9 @@ compares. Correct solutions never need more.
 """
 
 import ast
+import importlib
 import re
+import types
 from dataclasses import dataclass
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -33,7 +35,7 @@ FORBIDDEN_NAMES = frozenset(
     {
         "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr",
         "delattr", "open", "input", "breakpoint", "exit", "quit", "help", "memoryview", "object",
-        "get_ipython", "In", "Out", "format",
+        "get_ipython", "In", "Out", "format", "type",
     }
 )  # fmt: skip
 # Attributes that reach frames, code, the interpreter, files or processes, or change global state.
@@ -52,6 +54,21 @@ FORBIDDEN_ATTRIBUTES = frozenset(
 )  # fmt: skip
 FORBIDDEN_BASES = frozenset({"Tensor", "Parameter", "ndarray", "type", "generic"})
 ALLOWED_SPECIAL_METHODS = frozenset({"__init__", "__repr__", "__str__"})
+# What the given cells of the notebooks import, so that student cells may use it without importing.
+GIVEN_NAMES = {
+    "torch": ("torch",),
+    "nn": ("torch", "nn"),
+    "F": ("torch", "nn", "functional"),
+    "np": ("numpy",),
+    "math": ("math",),
+    "einops": ("einops",),
+    "plt": ("matplotlib", "pyplot"),
+    "rearrange": ("einops", "rearrange"),
+    "repeat": ("einops", "repeat"),
+    "Rearrange": ("einops", "layers", "torch", "Rearrange"),
+    "Reduce": ("einops", "layers", "torch", "Reduce"),
+}
+HEAP_TYPE, IMMUTABLE_TYPE = 1 << 9, 1 << 8  # CPython's Py_TPFLAGS_HEAPTYPE, Py_TPFLAGS_IMMUTABLETYPE
 HISTORY_NAME = re.compile(r"^(__+|_+(i+|ih|oh|dh|i?\d+))$")  # IPython's __, _i, _ii, _i3, _3, _ih ...
 
 
@@ -85,11 +102,80 @@ def dotted(node: ast.expr) -> str:
         return "<expression>"
 
 
+def imported_names(tree: ast.AST) -> dict[str, tuple[str, ...]]:
+    """The names the notebooks' given cells import, and those this cell imports, as import paths."""
+    names = dict(GIVEN_NAMES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                path = alias.name.split(".")
+                names[alias.asname or path[0]] = tuple(path if alias.asname else path[:1])
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                names[alias.asname or alias.name] = (*node.module.split("."), alias.name)
+    return names
+
+
+def resolve(node: ast.expr, names: dict[str, tuple[str, ...]]) -> object | None:
+    """The object a dotted name of the allowed libraries stands for (``nn.Linear``); None if unknown.
+
+    Only modules the policy allows are imported, and only attributes are read: no student code runs.
+    """
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in names:
+        return None
+    path = [*names[node.id], *reversed(parts)]
+    if path[0] not in ALLOWED_IMPORTS:
+        return None
+    try:
+        value = importlib.import_module(path[0])
+        for i, part in enumerate(path[1:], 1):
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                value = importlib.import_module(".".join(path[: i + 1]))
+    except Exception:  # noqa: BLE001 - an unknown name is not judged here; running it will tell
+        return None
+    return value
+
+
+def mutable_kind(value: object) -> str | None:
+    """ "module" or "class" for objects whose attributes can be changed; None for everything else."""
+    if isinstance(value, types.ModuleType):
+        return "module"
+    if isinstance(value, type) and value.__flags__ & HEAP_TYPE and not value.__flags__ & IMMUTABLE_TYPE:
+        return "class"
+    return None
+
+
+def allowed_reference(node: ast.expr) -> bool:
+    """Whether a module or class sits where it is used, not kept: called, subclassed, in
+    ``isinstance``, an ``except`` clause or an annotation."""
+    child, parent = node, node.parent
+    if isinstance(parent, ast.Tuple):
+        child, parent = parent, parent.parent
+    if isinstance(parent, ast.Call):
+        checks_type = isinstance(parent.func, ast.Name) and parent.func.id in ("isinstance", "issubclass")
+        return child is parent.func or (checks_type and child in parent.args)
+    if isinstance(parent, ast.ClassDef | ast.ExceptHandler):
+        return child in getattr(parent, "bases", []) or child is getattr(parent, "type", None)
+    while parent is not None:
+        if child in (getattr(parent, "annotation", None), getattr(parent, "returns", None)):
+            return True
+        child, parent = parent, getattr(parent, "parent", None)
+    return False
+
+
 class Reviewer(ast.NodeVisitor):
     """Collects the violations of one cell's syntax tree."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: dict[str, tuple[str, ...]]) -> None:
         self.violations: list[Violation] = []
+        self.names = names  # what the imported names stand for: ("torch", "nn") for nn
+        self.scopes: list[str] = []  # "class", "method" (first argument self) or "function"
 
     def flag(self, node: ast.AST, what: str) -> None:
         self.violations.append(Violation(getattr(node, "lineno", 0), what))
@@ -118,10 +204,24 @@ class Reviewer(ast.NodeVisitor):
 
     def visit_Name(self, node: ast.Name) -> None:
         name = node.id
-        if name in FORBIDDEN_NAMES or is_dunder(name) or HISTORY_NAME.match(name):
+        if name == "__name__" and isinstance(node.ctx, ast.Load):
+            pass  # if __name__ == "__main__":
+        elif name in FORBIDDEN_NAMES or is_dunder(name) or HISTORY_NAME.match(name):
             self.flag(node, f"uses `{name}`")
         elif name == "self" and isinstance(node.ctx, ast.Store | ast.Del):
             self.flag(node, "rebinds `self`")
+        self.check_reference(node)
+
+    def check_reference(self, node: ast.Name | ast.Attribute) -> None:
+        """Modules and Python classes of the libraries may be called, subclassed and tested with
+        ``isinstance``, never held as values: a value can reach a ``self`` and be changed there."""
+        if not isinstance(node.ctx, ast.Load) or isinstance(getattr(node, "parent", None), ast.Attribute):
+            return
+        kind = mutable_kind(resolve(node, self.names))
+        if kind and not allowed_reference(node):
+            self.flag(
+                node, f"holds the {kind} `{dotted(node)}` as a value (call it, subclass it or isinstance)"
+            )
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         name, root = node.attr, root_name(node.value)
@@ -131,13 +231,9 @@ class Reviewer(ast.NodeVisitor):
             self.flag(node, f"uses `{dotted(node)}`")
         elif name.startswith("_") and not is_dunder(name) and root != "self":
             self.flag(node, f"uses the private attribute `{dotted(node)}`")
-        if isinstance(node.ctx, ast.Store | ast.Del) and root != "self":
-            self.flag(node, f"assigns to `{dotted(node)}`: only attributes of `self` may be set")
-        self.generic_visit(node)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        if isinstance(node.func, ast.Name) and node.func.id == "type" and len(node.args) != 1:
-            self.flag(node, "creates a class with `type(...)`")
+        if isinstance(node.ctx, ast.Store | ast.Del) and (root != "self" or self.scopes[-1:] != ["method"]):
+            self.flag(node, f"assigns to `{dotted(node)}`: only a method may set attributes, of `self`")
+        self.check_reference(node)
         self.generic_visit(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
@@ -149,12 +245,22 @@ class Reviewer(ast.NodeVisitor):
                 self.flag(node, f"class `{node.name}` subclasses `{dotted(base)}`")
         for keyword in node.keywords:
             self.flag(node, f"class `{node.name}` sets `{keyword.arg}=`")
-        self.generic_visit(node)
+        self.within("class", node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if is_dunder(node.name) and node.name not in ALLOWED_SPECIAL_METHODS:
             self.flag(node, f"defines the special method `{node.name}`")
+        first = node.args.posonlyargs + node.args.args
+        method = self.scopes[-1:] == ["class"] and first and first[0].arg == "self"
+        self.within("method" if method else "function", node)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self.within("function", node)
+
+    def within(self, scope: str, node: ast.AST) -> None:
+        self.scopes.append(scope)
         self.generic_visit(node)
+        self.scopes.pop()
 
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815 - ast.NodeVisitor's naming
 
@@ -169,7 +275,10 @@ def review(source: str) -> list[Violation]:
         tree = ast.parse(TransformerManager().transform_cell(source))
     except (SyntaxError, ValueError):
         return []
-    reviewer = Reviewer()
+    for parent in ast.walk(tree):
+        for child in ast.iter_child_nodes(parent):
+            child.parent = parent
+    reviewer = Reviewer(imported_names(tree))
     reviewer.visit(tree)
     violations = reviewer.violations
     if "get_ipython" not in source:  # IPython turned a magic or a shell escape into a call

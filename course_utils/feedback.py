@@ -69,12 +69,19 @@ def precise_math() -> Iterator[None]:
 
 def check(fn: Callable) -> Callable:
     """Decorator of every public check: no warnings (nbgrader zeroes a test cell that writes to
-    stderr) and full precision (TF32 makes a correct float32 answer differ by ~1e-3 on a GPU)."""
+    stderr), full precision (TF32 makes a correct float32 answer differ by ~1e-3 on a GPU), and a
+    failure that shows the student's call and the message, not the check's inner frames."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        with quiet(), precise_math():
-            fn(*args, **kwargs)
+        __tracebackhide__ = True  # noqa: F841 - read by IPython and pytest: the student sees their call
+        try:
+            with quiet(), precise_math():
+                fn(*args, **kwargs)
+        except AssertionError as failure:
+            # The message is the feedback; the frames inside the checks are noise to a student. An
+            # error in the student's own code stays attached as the cause, with its traceback.
+            raise AssertionError(*failure.args) from failure.__cause__
 
     return wrapper
 

@@ -88,3 +88,10 @@ def test_environment_yml_lists_the_dependencies_of_pyproject():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
     assert sorted(pip) == sorted([*project["dependencies"], "-e ."])
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.endswith("-m pytest")]
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert commands == [ci], f"README: {commands}, .ci/run: {ci}"

@@ -115,6 +115,8 @@ def checksum(cell: dict) -> str | None:
 def describe_change(release: dict, submitted: dict) -> str:
     """What differs between a locked cell as released and as submitted."""
     ours, theirs = nbgrader_meta(release), nbgrader_meta(submitted)
+    if not theirs:
+        return "its nbgrader metadata was removed"
     if submitted["cell_type"] != release["cell_type"]:
         return f"changed from a {release['cell_type']} cell to a {submitted['cell_type']} cell"
     for key in ("points", "grade", "solution", "locked"):
@@ -146,8 +148,11 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
 
     by_slot: dict[int, list[dict]] = {}
     slot, seen_locked = -1, []
+    by_id = {c.get("id"): key(c) for c in source_cells if c.get("id")}
     for cell in submitted:
         name = nbgrader_meta(cell).get("grade_id") or cell.get("id")
+        if name not in slot_of and cell.get("id") in by_id:
+            name = by_id[cell["id"]]  # nbgrader's metadata was removed, the cell's id remains
         if name not in slot_of and cell["cell_type"] == "code" and cell["source"] in given_sources:
             name = given_sources[cell["source"]]  # a given cell whose id was lost
         if name in slot_of:

@@ -32,11 +32,7 @@ def grade_class(
     """
     if not submissions.exists():
         raise SystemExit(f"{submissions}: no such folder or zip file")
-    known = (
-        assignments()
-        if source_dir == ROOT / "solutions"
-        else sorted(p.name for p in source_dir.iterdir() if p.is_dir())
-    )
+    known = assignments(source_dir)
     for name in wanted or []:
         if name not in known:
             raise SystemExit(f"unknown assignment {name!r}; known: {', '.join(known)}")

@@ -75,7 +75,11 @@ class Runner:
         self.buffer = b""
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.process.stdout, selectors.EVENT_READ)
-        self.answer(STARTUP_TIMEOUT)
+        try:
+            self.answer(STARTUP_TIMEOUT)
+        except RunnerGoneError:
+            self.close()
+            raise
 
     def answer(self, timeout: float) -> dict:
         """The next line the runner writes, parsed; :class:`RunnerGoneError` on timeout or death."""

@@ -7,6 +7,7 @@ duplicates or loses a row. A submission that cannot be read or graded gets a row
 
 import json
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,6 +193,6 @@ def load_results(out: Path) -> list[dict]:
     for path in sorted((out / "results").glob("*/*.json")):
         try:
             results.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            continue
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"warning: {path} is unreadable ({err}); regrade that submission", file=sys.stderr)
     return sorted(results, key=lambda r: (r["student_id"], r["assignment"]))

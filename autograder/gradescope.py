@@ -42,6 +42,8 @@ PYTHON="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
 exec "$PYTHON" -m autograder gradescope-run --root "$ROOT" --assignment {assignment}
 """
 # The parts of Gradescope's documented results.json that this grader writes.
+VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
+FORMAT = {"enum": ["text", "html", "simple_format", "md", "ansi"]}
 RESULTS_SCHEMA = {
     "type": "object",
     "required": ["score", "tests", "output", "visibility", "stdout_visibility"],
@@ -50,9 +52,9 @@ RESULTS_SCHEMA = {
         "score": {"type": "number"},
         "execution_time": {"type": "number"},
         "output": {"type": "string"},
-        "output_format": {"enum": ["text", "html", "simple_format", "md", "ansi"]},
-        "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
-        "stdout_visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+        "output_format": FORMAT,
+        "visibility": VISIBILITY,
+        "stdout_visibility": VISIBILITY,
         "tests": {
             "type": "array",
             "items": {
@@ -66,8 +68,8 @@ RESULTS_SCHEMA = {
                     "max_score": {"type": "number"},
                     "status": {"enum": ["passed", "failed"]},
                     "output": {"type": "string"},
-                    "output_format": {"enum": ["text", "html", "simple_format", "md", "ansi"]},
-                    "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+                    "output_format": FORMAT,
+                    "visibility": VISIBILITY,
                 },
             },
         },

@@ -35,7 +35,7 @@ def write_csvs(results: list[dict], out: Path) -> tuple[Path, Path]:
                 number(r["score"]),
                 number(r["max_score"]),
                 r["status"],
-                r["reason"],
+                " ".join(r["reason"].split()),  # one line per row
             ]
         )
         for q in r["questions"]:

@@ -86,7 +86,7 @@ def main() -> None:
         out, err = CappedText(OUTPUT_LIMIT), CappedText(OUTPUT_LIMIT)
         sys.stdout, sys.stderr = out, err
         try:
-            result = shell.run_cell(request["source"], store_history=True)
+            result = shell.run_cell(request["source"], store_history=False)  # no In/Out history
             error = result.error_before_exec or result.error_in_exec
         except BaseException as caught:  # noqa: BLE001 - SystemExit and friends end the cell, not the run
             error = caught

@@ -111,6 +111,10 @@ def _set(key: str, value) -> Callable[[Cells, int], None]:
     return lambda cells, i: cells[i]["metadata"]["nbgrader"].__setitem__(key, value)
 
 
+def _strip_metadata(cells: Cells, i: int) -> None:
+    del cells[i]["metadata"]["nbgrader"]
+
+
 def _swap_tests(cells: Cells, i: int) -> None:
     j = find(cells, "test_MultiHeadAttention")
     cells[i], cells[j] = cells[j], cells[i]
@@ -193,6 +197,9 @@ CASES = [
     Case("reordered_tests", ATTENTION, "flagged", 6, on_test(_swap_tests), reason="reordered"),
     Case("retyped_test", ATTENTION, "flagged", 6, on_test(_retype), reason="markdown"),
     Case("points_edited", ATTENTION, "flagged", 0, on_test(_set("points", 100), base=blank), reason="points"),
+    Case(
+        "metadata_removed", ATTENTION, "flagged", 6, on_test(_strip_metadata), reason="metadata was removed"
+    ),
     Case("grade_id_duplicated", ATTENTION, "flagged", 6, on_test(_duplicate), reason="appears 2 times"),
     Case(
         "rebinds_torch",

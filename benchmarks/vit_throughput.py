@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops.layers.torch import Reduce
+from IPython.core.inputtransformer2 import TransformerManager
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def _notebook_definitions(name: str) -> list[ast.stmt]:
         if cell["cell_type"] != "code":
             continue
         source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-        tree = ast.parse(source)
+        tree = ast.parse(TransformerManager().transform_cell(source))  # IPython syntax: %pip
         kept += [
             s
             for s in tree.body

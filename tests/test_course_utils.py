@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from autograder.colab import install_cell_id
 from course_utils import check_devices, reference
 from course_utils.checks import (
     check_multi_head_attention,
@@ -33,7 +34,7 @@ def solution_namespace(name: str) -> dict:
     """The solution notebook's imports and solution cells, executed: the reference answers."""
     namespace: dict = {}
     nb = read(ROOT / "solutions" / name / f"{name}.ipynb")
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    code = [c for c in nb.cells if c.cell_type == "code" and c.id != install_cell_id(name)]
     for cell in [code[0], *(c for c in code if c.metadata.get("nbgrader", {}).get("solution"))]:
         exec(compile(cell.source, name, "exec"), namespace)
     return namespace

@@ -119,7 +119,7 @@ def describe_change(release: dict, submitted: dict) -> str:
         return "its nbgrader metadata was removed"
     if submitted["cell_type"] != release["cell_type"]:
         return f"changed from a {release['cell_type']} cell to a {submitted['cell_type']} cell"
-    for key in ("points", "grade", "solution", "locked"):
+    for key in ("grade_id", "points", "grade", "solution", "locked"):
         if ours.get(key) != theirs.get(key):
             return f"its nbgrader {key} changed from {ours.get(key)!r} to {theirs.get(key)!r}"
     if release["source"] != submitted["source"]:

@@ -200,6 +200,14 @@ CASES = [
     Case(
         "metadata_removed", ATTENTION, "flagged", 6, on_test(_strip_metadata), reason="metadata was removed"
     ),
+    Case(
+        "grade_id_edited",
+        ATTENTION,
+        "flagged",
+        6,
+        on_test(_set("grade_id", "mine")),
+        reason="grade_id changed",
+    ),
     Case("grade_id_duplicated", ATTENTION, "flagged", 6, on_test(_duplicate), reason="appears 2 times"),
     Case(
         "rebinds_torch",

@@ -13,7 +13,7 @@ from nbgrader.api import Gradebook
 from autograder.__main__ import main
 from autograder.classroom import grade_class
 from autograder.grade import Settings
-from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, solved, write_sample_class
+from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, add_cell, solved, write_sample_class
 from autograder.sandbox import bwrap
 from tests.notebook_kernel import ROOT
 
@@ -99,6 +99,35 @@ def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
             text = path.read_bytes().decode("utf-8", errors="replace")  # the gradebook too
             leaked = [line for line in hidden if line in text]
             assert not leaked, f"{path} shows hidden test code: {leaked[0]}"
+
+
+def test_a_hostile_submission_reads_no_hidden_test_and_changes_no_other_grade(graded, tmp_path):
+    """Reading and writing files is allowed by the review (numpy and matplotlib do it): the sandbox
+    is what keeps the solutions, the other results and the grades out of reach."""
+    out = graded / "out"
+    solution = ROOT / "solutions" / ATTENTION / f"{ATTENTION}.ipynb"
+    attempts = [
+        f"import numpy as np\nleak = np.loadtxt({str(solution)!r}, dtype=str, comments=None)",
+        f"import numpy as np\nnp.savetxt({str(out / 'grades.csv')!r}, np.zeros(1))",
+        f"plt.savefig({str(out / 'results' / ATTENTION / 'full.png')!r})",
+    ]
+    make = add_cell(attempts[0], base=add_cell(attempts[1], base=add_cell(attempts[2])))
+    hostile = Case("hostile", ATTENTION, "graded", 6, make)
+    honest = [c for c in CASES if c.student in ("full", "partial")]
+    write_sample_class(tmp_path / "submissions", [*honest, hostile])
+    results = {
+        r["student_id"]: r
+        for r in grade_class(tmp_path / "submissions", tmp_path / "out", settings=SETTINGS, progress=False)
+    }
+    assert results["hostile"]["score"] == 6
+    reason = results["hostile"]["reason"]
+    assert reason.count("raised FileNotFoundError") == 3, f"a read or a write got through: {reason}"
+    for student in ("full", "partial"):
+        kept = json.loads((out / "results" / ATTENTION / f"{student}.json").read_text())
+        assert results[student] == kept, f"{student}'s result changed"
+    assert (out / "grades.csv").read_text().startswith("student_id,"), "the class's grades are intact"
+    page = (tmp_path / "out" / "feedback" / "hostile" / f"{ATTENTION}.html").read_text()
+    assert "BEGIN HIDDEN TESTS" not in page and "check_multi_head_attention(" not in page
 
 
 def test_regrading_one_student_changes_nothing_else(graded, tmp_path):

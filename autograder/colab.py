@@ -38,13 +38,18 @@ def badge(assignment: str) -> str:
 
 
 def install_source() -> str:
-    """The first code cell: pip-installs the course package on Colab, does nothing anywhere else."""
+    """The first code cell: pip-installs the course package on Colab, does nothing anywhere else.
+
+    ``--no-deps`` keeps Colab's own PyTorch (the course pins a CPU-friendly one for laptops); of the
+    course's dependencies only einops may be missing there.
+    """
     requirement = f"{project()['name']} @ git+{repository_url()}"
     return (
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:  # elsewhere the course is installed already\n'
-        f'    %pip install --quiet "{requirement}"'
+        f'    %pip install --quiet --no-deps "{requirement}"\n'
+        "    %pip install --quiet einops"
     )
 
 

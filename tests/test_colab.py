@@ -63,6 +63,7 @@ def test_install_cell_comes_first_and_pip_installs_the_repository_on_colab_only(
     assert cell.cell_type == "code" and cell.id == f"{name[:2]}-colab" == install_cell_id(name)
     assert "nbgrader" not in cell.metadata, "the install cell must be neither graded nor an answer"
     assert run(cell.source, on_colab=True, monkeypatch=monkeypatch) == [
-        ("pip", f'install --quiet "{PROJECT["name"]} @ git+{REPOSITORY}"')
+        ("pip", f'install --quiet --no-deps "{PROJECT["name"]} @ git+{REPOSITORY}"'),
+        ("pip", "install --quiet einops"),
     ]
     assert run(cell.source, on_colab=False, monkeypatch=monkeypatch) == []

@@ -53,7 +53,8 @@ class Program:
     """The cells to run in order, and what the submission did to the cells it may not change."""
 
     steps: list[Step]
-    findings: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # what was done to cells students may not change
+    notes: list[str] = field(default_factory=list)  # what is worth knowing about the answer cells
 
     @property
     def tests(self) -> list[Step]:
@@ -137,6 +138,7 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
     release_cells = [dict(c, source=_text(c["source"])) for c in release["cells"]]
     released = {nbgrader_meta(c).get("grade_id") or c.get("id"): c for c in release_cells}
     findings: list[str] = []
+    notes: list[str] = []
 
     def key(cell: dict) -> str | None:
         return nbgrader_meta(cell).get("grade_id") or cell.get("id")
@@ -161,7 +163,7 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
                 if cell["cell_type"] == "code":
                     by_slot.setdefault(slot, []).append(cell)
                 else:
-                    findings.append(f"answer cell {name} was turned into a {cell['cell_type']} cell")
+                    notes.append(f"answer cell {name} was turned into a {cell['cell_type']} cell")
             elif name in locked:
                 seen_locked.append(name)
                 expected = nbgrader_meta(released.get(name, {})).get("checksum")
@@ -193,9 +195,9 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
         elif name in answers:
             mine = [c for c in by_slot.get(i, []) if not c.get("extra")]
             if len(mine) > 1:
-                findings.append(f"answer cell {name} appears {len(mine)} times (all copies run, in order)")
+                notes.append(f"answer cell {name} appears {len(mine)} times (all copies ran, in order)")
             if not mine:
-                findings.append(f"answer cell {name} is missing (the blank from the release runs instead)")
+                notes.append(f"answer cell {name} is missing (the blank from the release ran instead)")
                 mine = [dict(released.get(name, cell), extra=False)]
             steps += [_student_step(c, grade_id=name) for c in mine]
         elif meta.get("grade"):
@@ -206,7 +208,7 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
         else:
             steps.append(Step("given", name or f"cell-{i}", cell["source"]))
         steps += [_student_step(c) for c in by_slot.get(i, []) if c.get("extra")]
-    return Program(steps, findings)
+    return Program(steps, findings, notes)
 
 
 def _student_step(cell: dict, grade_id: str | None = None) -> Step:

@@ -92,6 +92,8 @@ def _finish(
     result: dict, program: Program, outcomes: list[Outcome] | None, status: str = "", reason: str = ""
 ) -> dict:
     questions, problems, lost = [], list(program.findings) if outcomes else [], []
+    if outcomes:
+        result["notes"] += program.notes
     for i, step in enumerate(program.steps):
         outcome = outcomes[i] if outcomes else None
         if outcome and outcome.status == "refused":

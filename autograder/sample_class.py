@@ -115,6 +115,14 @@ def _strip_metadata(cells: Cells, i: int) -> None:
     del cells[i]["metadata"]["nbgrader"]
 
 
+def _answer_twice(cells: Cells) -> Cells:
+    return on_test(_duplicate, grade_id="MultiHeadAttention")(cells)
+
+
+def _without_answer(cells: Cells) -> Cells:
+    return [c for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") != "MultiHeadAttention"]
+
+
 def _swap_tests(cells: Cells, i: int) -> None:
     j = find(cells, "test_MultiHeadAttention")
     cells[i], cells[j] = cells[j], cells[i]
@@ -208,6 +216,8 @@ CASES = [
         on_test(_set("grade_id", "mine")),
         reason="grade_id changed",
     ),
+    Case("answer_pasted_twice", ATTENTION, "graded", 6, _answer_twice, reason="appears 2 times"),
+    Case("answer_deleted", ATTENTION, "graded", 0, _without_answer, reason="is missing"),
     Case("grade_id_duplicated", ATTENTION, "flagged", 6, on_test(_duplicate), reason="appears 2 times"),
     Case(
         "rebinds_torch",

@@ -34,7 +34,7 @@ def outcomes(tmp_path_factory):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     os.environ["GRADER_SECRET_CANARY"] = "do-not-leak"
-    hidden = [
+    hidden = ["/etc/shadow", "/etc/ssh", "/root/.ssh", "/root/.bash_history"] + [
         str(p) for p in (ROOT / "solutions", ROOT / "notebooks", ROOT / ".git", ROOT / "autograder", other)
     ]
     shown = f"sorted(os.listdir({str(ROOT)!r}))"

@@ -148,11 +148,17 @@ WARNS = edit_answer(
     "        queries = ",
     "        import warnings\n\n        warnings.warn('debug: forward called')\n        queries = ",
 )
-RETURNS_FAKE = edit_answer(
+FAKE_CLASS = edit_answer(
     "class MultiHeadAttention(nn.Module):",
     "class AlwaysEqual:\n    def __eq__(self, other):\n        return True\n\n\n"
     "class MultiHeadAttention(nn.Module):",
 )
+RETURNS_FAKE = edit_answer("        return self.projection(out)\n", "        return AlwaysEqual()\n")
+
+
+def returns_fake(cells: Cells) -> Cells:
+    """forward returns an object that claims to equal anything."""
+    return RETURNS_FAKE(FAKE_CLASS(cells))
 
 
 def truncated() -> bytes:
@@ -259,7 +265,7 @@ CASES = [
         add_cell("import sys\nsys.settrace(lambda *a: None)", base=blank),
         reason="imports `sys`",
     ),
-    Case("fake_equality", ATTENTION, "flagged", 0, RETURNS_FAKE, reason="__eq__"),
+    Case("fake_equality", ATTENTION, "flagged", 0, returns_fake, reason="__eq__"),
     Case(
         "writes_files",
         ATTENTION,

@@ -79,13 +79,11 @@ def grade_submission(submission: Submission, assignment: Assignment, settings: S
         return _finish(result, program, outcomes)
     except Exception as err:  # noqa: BLE001 - a grader failure must cost this row only, and say so
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
-        return _finish(
-            result,
-            assemble(assignment.source, assignment.release, []),
-            None,
-            "error",
-            f"grader error: {detail}",
-        )
+        try:
+            empty = assemble(assignment.source, assignment.release, [])  # every question, at zero
+        except Exception:  # noqa: BLE001 - the instructor's notebooks themselves are unreadable
+            empty = Program([])
+        return _finish(result, empty, None, "error", f"grader error: {detail}")
 
 
 def _finish(

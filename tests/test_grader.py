@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
+from autograder import grade as grade_module
 from autograder.__main__ import main
 from autograder.classroom import grade_class
 from autograder.grade import Settings
@@ -204,3 +205,25 @@ def test_without_bubblewrap_the_grader_warns_loudly(tmp_path, monkeypatch, reque
     with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
         results = grade_class(tmp_path / "subs", tmp_path / "out", settings=SETTINGS, progress=False)
     assert [(r["status"], r["score"]) for r in results] == [("graded", 3.0)]
+
+
+def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
+    write_sample_class(tmp_path / "subs", [c for c in CASES if c.student in ("full", "partial")])
+
+    def broken(program, *args):
+        if any("masked_fill" not in s.source for s in program.steps if s.kind == "answer"):
+            raise OSError("disk full")
+        return real(program, *args)
+
+    real = grade_module.execute
+    monkeypatch.setattr(grade_module, "execute", broken)
+    results = grade_class(
+        tmp_path / "subs", tmp_path / "out", wanted=[ATTENTION], settings=SETTINGS, progress=False
+    )
+    rows = {r["student_id"]: r for r in results}
+    assert (rows["partial"]["status"], rows["partial"]["reason"]) == (
+        "error",
+        "grader error: OSError: disk full",
+    )
+    assert [q["max_score"] for q in rows["partial"]["questions"]] == [4, 2], "every question listed, at zero"
+    assert (rows["full"]["status"], rows["full"]["score"]) == ("graded", 6)

@@ -1,8 +1,10 @@
 """The grades in nbgrader's own gradebook (``DIR/gradebook.db``), for ``nbgrader export`` and formgrader."""
 
+import warnings
 from pathlib import Path
 
 from nbgrader.api import Gradebook
+from sqlalchemy.exc import SAWarning
 
 from autograder.grade import Assignment
 from autograder.release import put_alembic_on_path
@@ -13,7 +15,8 @@ def record(results: list[dict], assignments: dict[str, Assignment], database: Pa
     submissions and each question's automatic score. Rows with nothing handed in are left out, as
     nbgrader does for a student who did not submit."""
     put_alembic_on_path()
-    with Gradebook(f"sqlite:///{database}") as gradebook:
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{database}") as gradebook:
+        warnings.simplefilter("ignore", SAWarning)  # nbgrader's own session use, harmless
         for name, assignment in assignments.items():
             gradebook.update_or_create_assignment(name)
             gradebook.update_or_create_notebook(name, name)

@@ -144,9 +144,10 @@ LOOP_ON_MASK = edit_answer(
     "        if mask is not None:\n",
     "        while mask is not None:\n            pass\n        if mask is not None:\n",
 )
-WARNS = edit_answer(
+WRITES_STDERR = edit_answer(  # a progress bar in forward: tqdm writes to stderr
     "        queries = ",
-    "        import warnings\n\n        warnings.warn('debug: forward called')\n        queries = ",
+    "        from tqdm import tqdm\n\n        for _ in tqdm(range(1), desc='forward'):\n            pass\n"
+    "        queries = ",
 )
 FAKE_CLASS = edit_answer(
     "class MultiHeadAttention(nn.Module):",
@@ -198,7 +199,7 @@ CASES = [
     Case(
         "huge_output", ATTENTION, "graded", 6, add_cell("for i in range(200_000):\n    print('spam' * 100)")
     ),
-    Case("stderr_warning", ATTENTION, "graded", 6, WARNS),
+    Case("writes_stderr", ATTENTION, "graded", 6, WRITES_STDERR),
     Case("edited_tests", ATTENTION, "flagged", 0, _replace_tests_with_pass, reason="its code was edited"),
     Case(
         "deleted_test",

@@ -7,13 +7,16 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from nbgrader.utils import determine_grade
 
 from autograder import grade as grade_module
 from autograder.__main__ import main
 from autograder.classroom import grade_class
 from autograder.grade import Settings
+from autograder.release import assignments
 from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, add_cell, solved, write_sample_class
 from autograder.sandbox import bwrap
 from tests.notebook_kernel import ROOT
@@ -79,6 +82,19 @@ def test_a_failed_hidden_test_is_told_apart_from_a_visible_one(graded):
     assert question["message"].startswith("A hidden test of this question failed: AssertionError")
     partial = json.loads((graded / "out" / "results" / ATTENTION / "partial.json").read_text())
     assert [q["failed_part"] for q in partial["questions"]] == ["", "visible"]
+
+
+def test_a_test_cell_writing_to_stderr_keeps_its_points(graded):
+    """A progress bar in the student's forward writes to stderr during the tests: plain nbgrader
+    would give those cells 0 (shown with its own scoring function); this grader gives full marks."""
+    cell = nbformat.v4.new_code_cell(
+        "", outputs=[nbformat.v4.new_output("stream", name="stderr", text="1/1")]
+    )
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "points": 4}
+    assert determine_grade(cell)[0] == 0
+    grades = {(r["student_id"], r["assignment"]): r for r in rows(graded / "out" / "grades.csv")}
+    row = grades[("writes_stderr", ATTENTION)]
+    assert (row["status"], row["score"]) == ("graded", "6")
 
 
 def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
@@ -227,3 +243,16 @@ def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
     )
     assert [q["max_score"] for q in rows["partial"]["questions"]] == [4, 2], "every question listed, at zero"
     assert (rows["full"]["status"], rows["full"]["score"]) == ("graded", 6)
+
+
+def test_every_solution_earns_full_marks_in_the_sandbox(tmp_path):
+    """All eleven notebooks, training ones included, run in the sandbox as they do in JupyterLab."""
+    for name in assignments():
+        folder = tmp_path / "subs" / "solver" / name
+        folder.mkdir(parents=True)
+        (folder / f"{name}.ipynb").write_text(json.dumps(solved(name)))
+    results = grade_class(tmp_path / "subs", tmp_path / "out", progress=False)  # 60 s a cell: training
+    assert len(results) == len(assignments())
+    short = [f"{r['assignment']}: {r['score']}/{r['max_score']} {r['reason']}" for r in results
+             if (r["status"], r["score"]) != ("graded", r["max_score"])]  # fmt: skip
+    assert not short, "\n".join(short)

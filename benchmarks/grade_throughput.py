@@ -31,6 +31,7 @@ from autograder.sample_class import (
     Case,
     blank,
     edit_answer,
+    load,
     write_sample_class,
 )
 
@@ -39,9 +40,7 @@ KINDS = {  # what each third of the class hands in, per assignment
     POSITIONS: {
         "correct": lambda c: c,
         "partial": edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding"),
-        "blank": lambda c: json.loads((ROOT / "notebooks" / POSITIONS / f"{POSITIONS}.ipynb").read_text())[
-            "cells"
-        ],
+        "blank": lambda c: load("notebooks", POSITIONS)["cells"],
     },
 }
 

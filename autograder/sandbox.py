@@ -1,10 +1,12 @@
 """Where student code runs: a bubblewrap sandbox with limits, or a loudly announced fallback.
 
 Inside the sandbox the student's process sees, read-only, only the system's libraries, the Python
-installation and ``course_utils``; it works in an empty scratch directory, has no network and no
-capabilities, runs as ``nobody`` in its own user, PID, IPC and UTS namespaces, and dies with the
-grader. Memory and the number of processes are capped by a cgroup where the grader may create one
-(as root on Linux), and always by rlimits on address space, CPU time and file size.
+installation and ``course_utils``; it works in an empty scratch directory, has no network, no
+capabilities and no ``/proc`` (so no path leads to its own descriptors, the grader's channel among
+them), runs as ``nobody`` in its own user, PID, IPC and UTS namespaces, and dies with the grader.
+Memory and the number of processes are capped by a cgroup where the grader may create one (cgroup v2's
+``memory.max`` and ``pids.max``, or v1's controllers), and always by rlimits on address space, CPU time
+and file size.
 """
 
 import functools
@@ -46,6 +48,8 @@ class Limits:
     processes: int = 64
     cpu_seconds: int = 600
     file_bytes: int = 64 << 20
+    answer_bytes: int = 64 << 20  # one answer of the probe
+    answers_bytes: int = 1 << 30  # all the answers of one submission
 
 
 @functools.cache
@@ -115,7 +119,6 @@ def sandbox_command(scratch: Path, limits: Limits) -> list[str]:
         "--new-session",
         "--cap-drop", "ALL",
         "--clearenv",
-        "--proc", "/proc",
         "--dev", "/dev",
         "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
@@ -136,39 +139,85 @@ def sandbox_command(scratch: Path, limits: Limits) -> list[str]:
     return [*command, sys.executable, SANDBOX_RUNNER]
 
 
+def own_cgroup() -> str:
+    """This process's cgroup v2 path (``/`` in a fresh namespace), from /proc/self/cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:] or "/"
+    return "/"
+
+
+@functools.cache
+def unified_parent() -> Path | None:
+    """The cgroup v2 group under which the grader can make one group per runner, memory and pids
+    controllers enabled for its children; None where the host has no such v2 hierarchy.
+
+    cgroup v2 lets a group hand controllers to its children only while it holds no process itself; where
+    the grader's own group holds processes, they move into a leaf of it first (as systemd does).
+    """
+    if not (CGROUP_ROOT / "cgroup.controllers").is_file():
+        return None
+    parent = CGROUP_ROOT / own_cgroup().lstrip("/")
+    wanted = {"memory", "pids"}
+    try:
+        if not wanted <= set((parent / "cgroup.controllers").read_text().split()):
+            return None
+        if wanted <= set((parent / "cgroup.subtree_control").read_text().split()):
+            return parent
+        try:
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+        except OSError:  # the group holds processes: move them into a leaf, then enable the controllers
+            leaf = parent / "vit-autograder-grader"
+            leaf.mkdir(exist_ok=True)
+            for pid in (parent / "cgroup.procs").read_text().split():
+                with suppress(OSError):
+                    (leaf / "cgroup.procs").write_text(pid)
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    except OSError:
+        return None
+    return parent
+
+
 @contextmanager
 def cgroup(limits: Limits) -> Iterator[list[str]]:
     """A fresh cgroup capping memory and processes; yields the command prefix that enters it.
 
-    Yields an empty prefix where cgroups cannot be created (then only the rlimits apply). On exit
-    every process still in the group is killed and the group removed.
+    cgroup v2 (``memory.max``, ``pids.max``) where the host has it, v1's memory and pids controllers
+    otherwise. Yields an empty prefix where no cgroup can be created (then only the rlimits apply). On
+    exit every process still in the group is killed and the group removed.
     """
     name = f"vit-autograder-{uuid.uuid4().hex[:12]}"
-    groups = {}
-    for controller, settings in (
-        ("pids", {"pids.max": limits.processes}),
-        ("memory", {"memory.limit_in_bytes": limits.memory_bytes}),
-    ):
-        path = CGROUP_ROOT / controller / name
+    parent = unified_parent()
+    if parent is not None:
+        wanted = [(parent / name, {"memory.max": limits.memory_bytes, "pids.max": limits.processes})]
+    else:
+        wanted = [
+            (CGROUP_ROOT / "pids" / name, {"pids.max": limits.processes}),
+            (CGROUP_ROOT / "memory" / name, {"memory.limit_in_bytes": limits.memory_bytes}),
+        ]
+    groups = []
+    for path, settings in wanted:
         try:
             path.mkdir()
             for file, value in settings.items():
                 (path / file).write_text(str(value))
-            groups[controller] = path
+            groups.append(path)
         except OSError:
             if path.exists():
-                path.rmdir()
-    enter = "".join(f'echo $$ > "{p}/cgroup.procs" && ' for p in groups.values())
+                _remove_cgroup(path)
+    enter = "".join(f'echo $$ > "{p}/cgroup.procs" && ' for p in groups)
     try:
         yield ["sh", "-c", enter + 'exec "$@"', "sh"] if groups else []
     finally:
-        for path in groups.values():
+        for path in groups:
             _remove_cgroup(path)
 
 
 def _remove_cgroup(path: Path) -> None:
     for _ in range(50):
         try:
+            if (path / "cgroup.kill").exists():
+                (path / "cgroup.kill").write_text("1")
             for pid in (path / "cgroup.procs").read_text().split():
                 with suppress(ProcessLookupError):
                     os.kill(int(pid), 9)

@@ -116,12 +116,12 @@ def test_conv_patch_embedding_equals_a_linear_map_of_each_patch():
 
 @pytest.mark.parametrize("mask", [None, "causal", "padding"])
 def test_sdpa_reference_equals_nn_multihead_attention(mask):
-    from course_utils.checks.attention import make_mask
+    from course_utils.checks.parts import make_mask
 
     torch.manual_seed(0)
     linears = [nn.Linear(16, 16) for _ in range(4)]
     weights = reference.AttentionWeights(*((lin.weight, lin.bias) for lin in linears))
-    x, m = torch.randn(3, 5, 16), make_mask(mask, 3, 5, torch.device("cpu"))
+    x, m = torch.randn(3, 5, 16), make_mask(mask, 3, 5)
     torch_mha = reference.torch_multihead_attention(weights, num_heads=4)
     blocked = None if m is None else ~m.expand(3, 4, 5, 5).flatten(0, 1)
     expected = torch_mha(x, x, x, attn_mask=blocked, need_weights=False)[0]

@@ -6,7 +6,7 @@ from torch import nn
 
 from benchmarks import vit_throughput
 from course_utils import reference
-from course_utils.checks.fast_attention import check_chunked_attention
+from course_utils.checks.nb10_fast_attention import check_chunked_attention
 from course_utils.fast_vit import Attention, Block, FastViT, peak_memory, time_per_call
 from course_utils.timm_compat import from_timm_state_dict, to_timm_state_dict
 

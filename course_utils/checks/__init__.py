@@ -1,7 +1,7 @@
 """One self-check per exercise. Each raises AssertionError with a message a student can act on."""
 
-from course_utils.checks.attention import check_multi_head_attention
-from course_utils.checks.decoder import (
+from course_utils.checks.nb04_multi_head_attention import check_multi_head_attention
+from course_utils.checks.nb09_masked_attention_and_decoder import (
     check_causal_mask,
     check_causality,
     check_cross_attention,
@@ -9,19 +9,19 @@ from course_utils.checks.decoder import (
     check_padding_mask,
     check_shift_right,
 )
-from course_utils.checks.encoder import check_encoder, check_encoder_block, check_parameter_count
-from course_utils.checks.fast_attention import check_chunked_attention
-from course_utils.checks.feed_forward import check_feed_forward
-from course_utils.checks.patches import check_patch_embedding
-from course_utils.checks.positional import check_position_encoding
-from course_utils.checks.residual import check_layer_norm, check_residual_add
-from course_utils.checks.rnn_attention import check_additive_attention
-from course_utils.checks.tokens import (
+from course_utils.checks.nb07_transformer_encoder import check_encoder, check_encoder_block, check_parameter_count
+from course_utils.checks.nb10_fast_attention import check_chunked_attention
+from course_utils.checks.nb06_feed_forward import check_feed_forward
+from course_utils.checks.nb02_patch_embedding import check_patch_embedding
+from course_utils.checks.nb01_positional_encoding import check_position_encoding
+from course_utils.checks.nb05_residual_and_layernorm import check_layer_norm, check_residual_add
+from course_utils.checks.nb00_attention_before_transformers import check_additive_attention
+from course_utils.checks.nb03_class_token_and_positions import (
     check_learned_positions,
     check_prepend_cls_token,
     check_sinusoidal_positions,
 )
-from course_utils.checks.vit import (
+from course_utils.checks.nb08_vision_transformer import (
     check_classification_head,
     check_overfits,
     check_vit,

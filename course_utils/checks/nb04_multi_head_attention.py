@@ -1,7 +1,7 @@
-"""Check of Q5: ``MultiHeadAttention``, against ``scaled_dot_product_attention``.
+"""Checks of notebook 04: ``MultiHeadAttention``, against ``scaled_dot_product_attention``.
 
-Known mistakes are recognised by recomputing the output the mistake would give, from the
-student's own weights and the reference ops.
+The student's module gets the judge's weights; the reference and the known mistakes are computed from
+the judge's copy of them (the mirror), on the judge's inputs, with the reference ops.
 """
 
 import torch
@@ -9,30 +9,28 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import (
+    attention_candidates,
+    attention_matrix,
+    expect_gradients,
+    expect_trained,
+    make_mask,
+)
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
     expect_close,
     expect_dtype,
     expect_shape,
-    fail,
     forbid_calls,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import (
-    AttentionWeights,
-    attention_weights_of,
-    sdpa_attention,
-    split_heads,
-    torch_multihead_attention,
-)
+from course_utils.judge import subject
+from course_utils.reference import AttentionWeights, sdpa_attention, split_heads, torch_multihead_attention
 
 SHORTCUTS = [
     "scaled_dot_product_attention",
@@ -40,23 +38,6 @@ SHORTCUTS = [
     "multi_head_attention_forward",
     "course_utils",
 ]
-
-
-def make_mask(kind: str | None, batch: int, seq_len: int, device: torch.device) -> Tensor | None:
-    """A boolean mask, True where attention is allowed: ``"causal"`` or ``"padding"``."""
-    if kind is None:
-        return None
-    if kind == "causal":
-        return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-    lengths = torch.arange(batch, device=device) % max(seq_len - 1, 1) + (seq_len + 1) // 2
-    keep = torch.arange(seq_len, device=device) < lengths[:, None]  # (b, n): later keys are padding
-    return keep[:, None, None, :]
-
-
-def _attention_matrix(q: Tensor, k: Tensor, scale: float, mask: Tensor | None) -> Tensor:
-    """softmax(q kᵀ · scale) as an (b, h, n, n) tensor, read out of SDPA with identity values."""
-    eye = torch.eye(k.shape[-2], dtype=q.dtype, device=q.device).expand(*k.shape[:-1], -1)
-    return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
 
 
 def _where_fully_masked(out: Tensor, mask: Tensor, fill: str, values: Tensor) -> Tensor:
@@ -111,7 +92,7 @@ def attention_mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor 
             "softmax over the wrong axis",
             "each query's weights over the keys must sum to 1: softmax over the last axis "
             "(dim=-1) of the (b, h, query, key) scores.",
-            lambda: finish(_attention_matrix(k, q, head_dim**-0.5, transposed(mask)).transpose(-1, -2) @ v),
+            lambda: finish(attention_matrix(k, q, head_dim**-0.5, transposed(mask)).transpose(-1, -2) @ v),
         ),
         Mistake(
             "queries and keys swapped",
@@ -164,7 +145,7 @@ def attention_mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor 
             Mistake(
                 "mask applied after the softmax",
                 "mask the scores before the softmax, so that the allowed weights still sum to 1.",
-                lambda: finish((_attention_matrix(q, k, head_dim**-0.5, None) * mask) @ v),
+                lambda: finish((attention_matrix(q, k, head_dim**-0.5, None) * mask) @ v),
             ),
         ]
     return mistakes
@@ -183,7 +164,7 @@ def check_multi_head_attention(
     grad: bool = False,
     seed: int = 0,
 ) -> None:
-    """Compare ``MultiHeadAttention(emb_size, num_heads)(x, mask)`` with SDPA on the same weights.
+    """Compare ``MultiHeadAttention(emb_size, num_heads)(x, mask)`` with SDPA on the judge's weights.
 
     Args:
         mask: None, ``"causal"`` or ``"padding"`` (boolean, True where attention is allowed).
@@ -191,58 +172,30 @@ def check_multi_head_attention(
         grad: also compare the gradient w.r.t. x and check every weight gets a gradient.
     """
     forbid_calls(MultiHeadAttention, SHORTCUTS, "MultiHeadAttention")
+    student = subject(MultiHeadAttention, "MultiHeadAttention")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, dropout=dropout)
-    for device in check_devices():
-        module = build(MultiHeadAttention, seed, **kwargs).to(device, dtype)
-        what = call_text("MultiHeadAttention", **kwargs)
-        try:
-            candidates = attention_weights_of(module)
-        except AttributeError as err:
-            fail(
-                f"{what}: {err}. Keep the skeleton's layers: queries, keys and values "
-                "(or one fused qkv) and projection, and self.num_heads."
-            )
-        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
-        x.requires_grad_(grad)
-        m = make_mask(mask, batch, seq_len, device)
+    what = call_text("MultiHeadAttention", **kwargs)
+    for device in student.devices():
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        candidates = attention_candidates(module.mirror, what)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype).requires_grad_(grad)
+        m = make_mask(mask, batch, seq_len)
         call = f"{what}(x of shape {tuple(x.shape)}, {dtype}" + (f", {mask} mask" if mask else "")
         call += f"){on(device)}"
-        got = as_tensor(
-            run_student(call, module, x, mask=m) if m is not None else run_student(call, module, x),
-            call,
-        )
+        masks = {} if m is None else {"mask": m}
+        result = module.call(x, label=call, grad=7 if grad else None, no_grad=not grad, **masks)
+        got = as_tensor(result.output, call)
         expect_shape(got, x.shape, call, "Attention maps (b, n, emb_size) to the same shape.")
         expect_dtype(got, dtype, call)
-        references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
-        if not any(close(got, r) for r in references):
-            with torch.no_grad():
+        with torch.no_grad():
+            references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
+            if not any(close(got, r) for r in references):
                 expect_close(got, references[0], call, attention_mistakes(x, candidates[0], num_heads, m))
+        weights = next(w for w, r in zip(candidates, references, strict=True) if close(got, r))
         if grad:
-            _check_gradients(module, got, references, x, call)
+            expect_trained(result, call)
+            expect_gradients(result, [("x", x)], lambda x: sdpa_attention(x, weights, num_heads, m), call)
         if mask is None and len(candidates) == 1 and dtype in (torch.float32, torch.float64):
             with torch.no_grad():
-                torch_mha = torch_multihead_attention(candidates[0], num_heads)
-                expected = torch_mha(x, x, x, need_weights=False)[0]
+                expected = torch_multihead_attention(weights, num_heads)(x, x, x, need_weights=False)[0]
             expect_close(got, expected, f"{call} compared with nn.MultiheadAttention")
-
-
-def _check_gradients(module, got: Tensor, references: list[Tensor], x: Tensor, call: str) -> None:
-    """The gradient w.r.t. x matches the reference's, and every weight receives a gradient."""
-    weights = random_tensor(*got.shape, seed=7, dtype=got.dtype, device=got.device)
-    params = [p for p in module.parameters() if p.requires_grad]
-    grads = run_student(
-        f"backward through {call}",
-        torch.autograd.grad,
-        (got * weights).sum(),
-        [x, *params],
-        allow_unused=True,
-    )
-    for name, g in zip([n for n, p in module.named_parameters() if p.requires_grad], grads[1:], strict=True):
-        if g is None or not g.any():
-            fail(
-                f"{call}: no gradient reaches `{name}`. Is part of forward detached or "
-                "computed outside the graph?"
-            )
-    matching = [r for r in references if close(got, r)]
-    (expected,) = torch.autograd.grad((matching[0] * weights).sum(), x)
-    expect_close(grads[0], expected, f"gradient w.r.t. x of {call}")

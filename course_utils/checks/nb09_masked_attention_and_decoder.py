@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from course_utils.checks.attention import SHORTCUTS
-from course_utils.checks.attention import attention_mistakes as self_attention_mistakes
-from course_utils.checks.encoder import randomise_norms
+from course_utils.checks.nb04_multi_head_attention import SHORTCUTS
+from course_utils.checks.nb04_multi_head_attention import attention_mistakes as self_attention_mistakes
+from course_utils.checks.nb07_transformer_encoder import randomise_norms
 from course_utils.device import check_devices
 from course_utils.feedback import (
     Mistake,

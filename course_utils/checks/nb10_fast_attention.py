@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from course_utils.checks.attention import make_mask
+from course_utils.checks.parts import make_mask
 from course_utils.device import check_devices
 from course_utils.feedback import (
     Mistake,

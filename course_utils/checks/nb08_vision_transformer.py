@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_utils.checks.encoder import randomise_norms
-from course_utils.checks.patches import reference_outputs as patch_projections
+from course_utils.checks.nb07_transformer_encoder import randomise_norms
+from course_utils.checks.nb02_patch_embedding import reference_outputs as patch_projections
 from course_utils.device import check_devices
 from course_utils.feedback import (
     Mistake,

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from autograder import gradescope
+from autograder.readme import write_readme
 from autograder.release import release
 from autograder.sample_class import write_sample_class
 from autograder.sandbox import Limits
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     add_grade(commands)
     gradescope.add_commands(commands)
     add_walkthrough_parser(commands)
+    readme = commands.add_parser("readme", help="write README.md's table of notebooks from the exercises")
+    readme.set_defaults(handler=lambda a: print(f"wrote {write_readme()}"))
     sample = commands.add_parser(
         "sample-class", help="write a synthetic class of submissions to try `grade` on"
     )

@@ -4,17 +4,21 @@ Tests, locked cells and given code always come from the instructor's source note
 tests), in the source's order; the submission contributes only what students write: the answer cells,
 matched by nbgrader ``grade_id``, and the cells they added, kept after the cell they followed. Anything
 done to the cells a student may not change (deleted, edited, re-typed, duplicated, reordered, metadata
-or points edited) cannot raise the score and is reported as a finding.
+or points edited) cannot raise the score and is reported as a finding. A test cell becomes two steps,
+its visible checks and its hidden ones, each read into the check calls the judge runs
+(:func:`autograder.judge.parse_test`); its code is never run where the student's code runs.
 """
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import nbformat
 from nbgrader.utils import compute_checksum
 
+from autograder.judge import CheckCall, parse_test
 from autograder.policy import review
 
 HIDDEN = re.compile(r"^### BEGIN HIDDEN TESTS[ \t]*\n(.*?)^### END HIDDEN TESTS[ \t]*(\n|$)", re.S | re.M)
@@ -30,8 +34,8 @@ class Step:
 
     ``kind`` is ``given`` (instructor code), ``test`` (a graded test cell, without its hidden tests),
     ``hidden`` (those hidden tests), ``answer`` (a student's answer cell) or ``extra`` (a cell the
-    student added). ``refused`` lists the policy's reasons
-    not to run a student cell.
+    student added). ``refused`` lists the review's reasons not to run a student cell; ``checks`` are a
+    test step's check calls, which the judge runs.
     """
 
     kind: str
@@ -40,6 +44,7 @@ class Step:
     grade_id: str | None = None
     points: float = 0.0
     refused: tuple[str, ...] = ()
+    checks: tuple[CheckCall, ...] = ()
 
     @property
     def title(self) -> str:
@@ -128,11 +133,15 @@ def describe_change(release: dict, submitted: dict) -> str:
     return "its nbgrader metadata was edited"
 
 
-def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
+def assemble(
+    source: dict, release: dict, submitted: list[dict], forbidden: Mapping[str, object] | None = None
+) -> Program:
     """The program for ``submitted`` cells, given the instructor's ``source`` and ``release`` notebooks.
 
     ``source`` and ``release`` are notebook dicts (``nbformat.read`` or JSON); ``submitted`` comes
-    from :func:`read_submission`.
+    from :func:`read_submission`; ``forbidden`` are the library objects the assignment's checks compare
+    against, which no student cell may use (:func:`autograder.policy.review`). A test cell that is not
+    made of check calls raises :class:`autograder.judge.TestCellError`.
     """
     source_cells = [dict(c, source=_text(c["source"])) for c in source["cells"]]
     release_cells = [dict(c, source=_text(c["source"])) for c in release["cells"]]
@@ -187,7 +196,14 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
     if present != [n for n in order if n in present]:
         findings.append("test cells were reordered")
 
-    steps: list[Step] = [_student_step(c) for c in by_slot.get(-1, [])]
+    def student(cell: dict, grade_id: str | None = None) -> Step:
+        refused = tuple(str(v) for v in review(cell["source"], forbidden))
+        kind = "answer" if grade_id else "extra"
+        return Step(
+            kind, str(cell.get("id") or grade_id or "added-cell"), cell["source"], grade_id, refused=refused
+        )
+
+    steps: list[Step] = [student(c) for c in by_slot.get(-1, [])]
     for i, cell in enumerate(source_cells):
         meta, name = nbgrader_meta(cell), key(cell)
         if cell["cell_type"] != "code":
@@ -199,24 +215,20 @@ def assemble(source: dict, release: dict, submitted: list[dict]) -> Program:
             if not mine:
                 notes.append(f"answer cell {name} is missing (the blank from the release ran instead)")
                 mine = [dict(released.get(name, cell), extra=False)]
-            steps += [_student_step(c, grade_id=name) for c in mine]
+            steps += [student(c, grade_id=name) for c in mine]
         elif meta.get("grade"):
             visible, hidden = split_hidden(cell["source"])
-            steps.append(Step("test", name, visible, name, float(meta.get("points", 0))))
+            points = float(meta.get("points", 0))
+            steps.append(
+                Step("test", name, visible, name, points, checks=parse_test(visible, f"test cell {name}"))
+            )
             if hidden:
-                steps.append(Step("hidden", name, hidden, name))
+                checks = parse_test(hidden, f"hidden tests of {name}")
+                steps.append(Step("hidden", name, hidden, name, checks=checks))
         else:
             steps.append(Step("given", name or f"cell-{i}", cell["source"]))
-        steps += [_student_step(c) for c in by_slot.get(i, []) if c.get("extra")]
+        steps += [student(c) for c in by_slot.get(i, []) if c.get("extra")]
     return Program(steps, findings, notes)
-
-
-def _student_step(cell: dict, grade_id: str | None = None) -> Step:
-    refused = tuple(str(v) for v in review(cell["source"]))
-    kind = "answer" if grade_id else "extra"
-    return Step(
-        kind, str(cell.get("id") or grade_id or "added-cell"), cell["source"], grade_id, refused=refused
-    )
 
 
 def split_hidden(source: str) -> tuple[str, str]:

@@ -29,7 +29,7 @@ import torch
 
 from autograder.assemble import Program, Step
 from autograder.sandbox import RUNNER, Limits, bwrap, cgroup, environment, sandbox_command
-from course_utils.judge import ProbeLost, Tampering, session
+from course_utils.judge import ProbeLost, Tampering, WeightsChangedError, session
 from course_utils.wire import LENGTH, WireError, decode, encode
 
 STARTUP_TIMEOUT = 180.0  # seconds for the runner to import torch and IPython on a loaded machine
@@ -46,6 +46,7 @@ class Outcome:
     evalue: str = ""
     stdout: str = ""
     stderr: str = ""
+    finding: bool = False  # a failure the instructor should hear of too (forward changed its weights)
 
     @property
     def ran(self) -> bool:
@@ -121,17 +122,21 @@ class Runner:
         if self.buffer or self.selector.select(0):
             chunk = self.buffer or os.read(self.process.stdout.fileno(), 1 << 16)
             if chunk:
-                raise Tampering(f"the kernel wrote {len(chunk)} bytes to the grader's channel that no one asked for")
+                raise Tampering(
+                    f"the kernel wrote {len(chunk)} bytes to the grader's channel that no one asked for"
+                )
 
     def answer(self, request_id: str, timeout: float) -> tuple[dict, list]:
         """The answer frame to ``request_id``; Tampering for anything else, RunnerGoneError if none comes."""
         deadline = time.monotonic() + timeout
         head = self.read(LENGTH.size, deadline)
         (size,) = LENGTH.unpack(head)
+        if size >= 1 << 32:  # no answer is 4 GiB: these are not the length field of a frame
+            raise Tampering(f"the grader's channel carried something that is not an answer ({head[:8]!r}...)")
         if size > self.limits.answer_bytes:
             raise OverLimitError(
-                f"an answer of {size / 2**20:.0f} MiB is over the limit of {self.limits.answer_bytes / 2**20:.0f} "
-                "MiB (does forward return something huge?)"
+                f"an answer of {size / 2**20:.0f} MiB is over the limit of "
+                f"{self.limits.answer_bytes / 2**20:.0f} MiB (does forward return something huge?)"
             )
         self.received += size
         if self.received > self.limits.answers_bytes:
@@ -213,10 +218,15 @@ def judge(step: Step, runner: Runner, timeout: float) -> Outcome:
                 call.run()
             except AssertionError as failure:
                 transport.request({"op": "forget"}, [])
-                return Outcome("error", "AssertionError", str(failure))
+                finding = isinstance(failure, WeightsChangedError)
+                return Outcome("error", "AssertionError", str(failure), finding=finding)
+            except (OverLimitError, RunnerGoneError):
+                raise
             except Exception as err:  # noqa: BLE001 - a failure of the check itself costs this question, and says so
                 return Outcome(
-                    "error", "GraderError", f"{call.function} could not judge the answer: {type(err).__name__}: {err}"
+                    "error",
+                    "GraderError",
+                    f"{call.function} could not judge the answer: {type(err).__name__}: {err}",
                 )
             transport.request({"op": "forget"}, [])
     return Outcome("ok")
@@ -239,9 +249,13 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
                 elif step.refused:
                     outcomes[i] = Outcome("refused", "PolicyViolation", "; ".join(step.refused))
                 elif step.kind == "hidden" and outcomes[i - 1] is not None and outcomes[i - 1].status != "ok":
-                    outcomes[i] = Outcome("not run", evalue="the visible checks of this question failed first")
+                    outcomes[i] = Outcome(
+                        "not run", evalue="the visible checks of this question failed first"
+                    )
                 elif left <= 0:
-                    outcomes[i] = Outcome("skipped", evalue=f"not run: the notebook's {notebook_timeout:.0f} s ran out")
+                    outcomes[i] = Outcome(
+                        "skipped", evalue=f"not run: the notebook's {notebook_timeout:.0f} s ran out"
+                    )
                 else:
                     try:
                         if runner is None:
@@ -255,7 +269,8 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
                     except (RunnerGoneError, ProbeLost) as gone:
                         limit = f"ran past its time limit ({min(cell_timeout, left):.0f} s)"
                         outcomes[i] = Outcome(
-                            "timeout" if gone.timed_out else "crashed", evalue=limit if gone.timed_out else str(gone)
+                            "timeout" if gone.timed_out else "crashed",
+                            evalue=limit if gone.timed_out else str(gone),
                         )
                         if runner is not None:
                             runner.close()

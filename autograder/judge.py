@@ -35,7 +35,7 @@ class CheckCall:
     line: int
 
     def run(self) -> None:
-        """Run the check against the student's objects of the open session (:func:`course_utils.judge.session`)."""
+        """Run the check against the student's objects behind the open ``course_utils.judge.session``."""
         getattr(checks, self.function)(*(Remote(t) for t in self.targets), **dict(self.kwargs))
 
 
@@ -50,14 +50,17 @@ def parse_test(source: str, where: str = "test cell") -> tuple[CheckCall, ...]:
         line = statement.lineno
         if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) and i == 0:
             continue  # the docstring
-        if isinstance(statement, ast.ImportFrom) and (statement.module or "").startswith("course_utils.checks"):
+        if isinstance(statement, ast.ImportFrom) and (statement.module or "").startswith(
+            "course_utils.checks"
+        ):
             for alias in statement.names:
                 _known(alias.name, where, line)
             continue
         if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)):
             raise TestCellError(
-                f"{where}: line {line}: `{ast.unparse(statement)[:80]}` is not a check call; a test cell holds "
-                "only check_x(Name, key=literal, ...) calls, which the judge runs outside the sandbox"
+                f"{where}: line {line}: `{ast.unparse(statement)[:80]}` is not a check call; "
+                "a test cell holds only check_x(Name, key=literal, ...) calls, which the judge runs outside "
+                "the sandbox"
             )
         calls.append(_call(statement.value, where, line))
     if not calls:

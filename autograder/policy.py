@@ -9,13 +9,20 @@ this is not run; the grade row says which line did what.
 The rules describe the code of the exercises, not a list of known attacks: imports only of the
 numerical libraries; attributes set only on ``self``; no dunder attributes, frames, dynamic attribute
 access or evaluation of strings; no subclass of tensors and no special methods that change how a value
-compares. Correct solutions never need more.
+compares. Correct solutions never need more. And no use of the library objects the notebook's checks
+compare against (``scaled_dot_product_attention`` where attention is the exercise), found by the object
+a name resolves to, or by its name on any library module: aliases and helpers are caught alike.
+
+The review is the first line and the source of clear messages; it does not decide scores. The judge,
+outside the student's process, does (``autograder.judge``): code that found a way past these rules still
+faces checks computed from the judge's own weights and inputs.
 """
 
 import ast
 import importlib
 import re
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -68,6 +75,7 @@ GIVEN_NAMES = {
     "Rearrange": ("einops", "layers", "torch", "Rearrange"),
     "Reduce": ("einops", "layers", "torch", "Reduce"),
 }
+FORBIDDEN_REFERENCE = "which this notebook's checks compare against: the exercise is to build it yourself"
 HEAP_TYPE, IMMUTABLE_TYPE = 1 << 9, 1 << 8  # CPython's Py_TPFLAGS_HEAPTYPE, Py_TPFLAGS_IMMUTABLETYPE
 HISTORY_NAME = re.compile(r"^(__+|_+(i+|ih|oh|dh|i?\d+))$")  # IPython's __, _i, _ii, _i3, _3, _ih ...
 
@@ -172,10 +180,21 @@ def allowed_reference(node: ast.expr) -> bool:
 class Reviewer(ast.NodeVisitor):
     """Collects the violations of one cell's syntax tree."""
 
-    def __init__(self, names: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, names: dict[str, tuple[str, ...]], forbidden: Mapping[str, object]) -> None:
         self.violations: list[Violation] = []
         self.names = names  # what the imported names stand for: ("torch", "nn") for nn
         self.scopes: list[str] = []  # "class", "method" (first argument self) or "function"
+        self.forbidden = {id(obj): path for path, obj in forbidden.items()}
+        self.forbidden_names = {path.rpartition(".")[2]: path for path in forbidden}
+
+    def check_forbidden(self, node: ast.Name | ast.Attribute) -> None:
+        """Flag a library object the checks compare against, reached by any name or path."""
+        path = self.forbidden.get(id(resolve(node, self.names)))
+        named = isinstance(node, ast.Attribute) and node.attr in self.forbidden_names
+        if path is None and named and resolve(node.value, self.names) is not None:
+            path = self.forbidden_names[node.attr]  # the name, on any library module or class
+        if path is not None:
+            self.flag(node, f"uses `{dotted(node)}` ({path}), {FORBIDDEN_REFERENCE}")
 
     def flag(self, node: ast.AST, what: str) -> None:
         self.violations.append(Violation(getattr(node, "lineno", 0), what))
@@ -201,6 +220,9 @@ class Reviewer(ast.NodeVisitor):
                 self.flag(node, f"uses `from {node.module} import *`")
             elif alias.name.startswith("_") or alias.name in FORBIDDEN_ATTRIBUTES | FORBIDDEN_NAMES:
                 self.flag(node, f"imports `{alias.name}` from `{node.module}`")
+            elif alias.name in self.forbidden_names:
+                path = self.forbidden_names[alias.name]
+                self.flag(node, f"imports `{alias.name}` ({path}), {FORBIDDEN_REFERENCE}")
 
     def visit_Name(self, node: ast.Name) -> None:
         name = node.id
@@ -211,6 +233,8 @@ class Reviewer(ast.NodeVisitor):
         elif name == "self" and isinstance(node.ctx, ast.Store | ast.Del):
             self.flag(node, "rebinds `self`")
         self.check_reference(node)
+        if isinstance(node.ctx, ast.Load) and not isinstance(getattr(node, "parent", None), ast.Attribute):
+            self.check_forbidden(node)
 
     def check_reference(self, node: ast.Name | ast.Attribute) -> None:
         """Modules and Python classes of the libraries may be called, subclassed and tested with
@@ -234,6 +258,8 @@ class Reviewer(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Store | ast.Del) and (root != "self" or self.scopes[-1:] != ["method"]):
             self.flag(node, f"assigns to `{dotted(node)}`: only a method may set attributes, of `self`")
         self.check_reference(node)
+        if isinstance(node.ctx, ast.Load) and not isinstance(getattr(node, "parent", None), ast.Attribute):
+            self.check_forbidden(node)
         self.generic_visit(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
@@ -265,11 +291,13 @@ class Reviewer(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815 - ast.NodeVisitor's naming
 
 
-def review(source: str) -> list[Violation]:
+def review(source: str, forbidden: Mapping[str, object] | None = None) -> list[Violation]:
     """The rules ``source`` (one notebook cell, IPython syntax) breaks; empty when it may run.
 
-    Magics and shell escapes (``%timeit``, ``!ls``) are refused: they run code the review cannot
-    see. A cell that is not valid Python is not refused here; running it shows the SyntaxError.
+    ``forbidden`` maps dotted paths to the library objects the notebook's checks compare against
+    (:func:`course_utils.exercises.forbidden_in`). Magics and shell escapes (``%timeit``, ``!ls``) are
+    refused: they run code the review cannot see. A cell that is not valid Python is not refused here;
+    running it shows the SyntaxError.
     """
     try:
         tree = ast.parse(TransformerManager().transform_cell(source))
@@ -278,7 +306,7 @@ def review(source: str) -> list[Violation]:
     for parent in ast.walk(tree):
         for child in ast.iter_child_nodes(parent):
             child.parent = parent
-    reviewer = Reviewer(imported_names(tree))
+    reviewer = Reviewer(imported_names(tree), forbidden or {})
     reviewer.visit(tree)
     violations = reviewer.violations
     if "get_ipython" not in source:  # IPython turned a magic or a shell escape into a call

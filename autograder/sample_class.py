@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.hostile_class import HOSTILE, Hostile
 from autograder.release import ROOT
 
 ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
@@ -277,6 +278,20 @@ CASES = [
     ),
     Case("reads_history", ATTENTION, "flagged", 6, add_cell("print(In)"), reason="uses `In`"),
 ]
+
+
+def hostile(case: Hostile) -> Case:
+    """A hostile answer (``autograder.hostile_class``) as a case of the sample class: it earns 0."""
+    grade_id = "MultiHeadAttention" if case.assignment == ATTENTION else "getPositionEncoding"
+
+    def make(cells: Cells) -> Cells:
+        cells[find(cells, grade_id)]["source"] = case.answer
+        return add_cell(case.extra, after=grade_id)(cells) if case.extra else cells
+
+    return Case(case.student, case.assignment, case.status, 0, make, reason=case.reason)
+
+
+CASES += [hostile(h) for h in HOSTILE]
 
 
 def write_sample_class(root: Path, cases: list[Case] = CASES) -> Path:

@@ -81,23 +81,9 @@ def check(fn: Callable) -> Callable:
         except AssertionError as failure:
             # The message is the feedback; the frames inside the checks are noise to a student. An
             # error in the student's own code stays attached as the cause, with its traceback.
-            raise AssertionError(*failure.args) from failure.__cause__
+            raise type(failure)(*failure.args) from failure.__cause__
 
     return wrapper
-
-
-def run_student(what: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
-    """Call the student's ``fn``; turn any exception into a message that names the call."""
-    try:
-        with quiet():
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        fail(
-            f"{what} raised NotImplementedError: the blank is not filled in yet. "
-            "Replace `raise NotImplementedError()` with your code and run the cell again."
-        )
-    except Exception as err:
-        raise AssertionError(f"{what} raised {type(err).__name__}: {err}") from err
 
 
 def code_without_comments(source: str) -> str:
@@ -146,7 +132,8 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
             return torch.as_tensor(np.asarray(value, dtype=np.float64))
         except (TypeError, ValueError):
             pass
-    fail(f"{what} returned a {type(value).__name__}; expected an array or a tensor.")
+    kind = getattr(value, "type_name", None) or type(value).__name__  # wire.Opaque: the student's type
+    fail(f"{what} returned a {kind}; expected an array or a tensor.")
 
 
 def expect_shape(got: torch.Tensor, shape: Sequence[int], what: str, hint: str = "") -> None:
@@ -227,17 +214,6 @@ def on(device: torch.device) -> str:
 def call_text(name: str, **kwargs: Any) -> str:
     """How a call reads in a message: ``MultiHeadAttention(emb_size=32, num_heads=4)``."""
     return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
-
-
-def build(cls: type, seed: int = 0, /, **kwargs: Any) -> torch.nn.Module:
-    """Construct the student's module with a fixed seed, without touching their RNG state."""
-    what = call_text(getattr(cls, "__name__", "module"), **kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = run_student(what, cls, **kwargs)
-    if not isinstance(module, torch.nn.Module):
-        fail(f"{what} gave a {type(module).__name__}, not an nn.Module.")
-    return module.eval()
 
 
 def random_tensor(

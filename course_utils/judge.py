@@ -40,6 +40,10 @@ class ProbeLost(BaseException):
         self.timed_out = timed_out
 
 
+class WeightsChangedError(AssertionError):
+    """A failure the instructor should hear of too: forward changed the weights the judge loaded."""
+
+
 class Tampering(BaseException):
     """The channel carried something that is not the answer the judge asked for."""
 
@@ -222,7 +226,9 @@ class Instance:
 
     def values(self, *names: str) -> dict[str, Tensor]:
         """The current values of the student's parameters and buffers (all, or those named)."""
-        reply, out = self.subject.ask(self.label, {"op": "values", "handle": self.handle, "names": list(names)})
+        reply, out = self.subject.ask(
+            self.label, {"op": "values", "handle": self.handle, "names": list(names)}
+        )
         return dict(zip(reply["names"], out, strict=True))
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Instance":
@@ -266,17 +272,19 @@ class Instance:
         label = label or f"{self.label}(...)"
         result = _call(self.subject, where, args, kwargs, label, grad=grad, trace=trace)
         if result.changed_params:
-            fail(
-                f"{label} changed the module's own weights while it ran ({', '.join(result.changed_params[:3])}): "
+            raise WeightsChangedError(
+                f"{label} changed the module's own weights while it ran "
+                f"({', '.join(result.changed_params[:3])}): "
                 "forward must leave the parameters as they are."
             )
         if result.changed_inputs and not allow_changes:
-            fail(f"{label} changed its input {result.changed_inputs[0]} in place: build a new tensor instead.")
+            fail(f"{label} changed its {result.changed_inputs[0]} in place: build a new tensor instead.")
         return result
 
     def train_steps(self, images: Tensor, labels: Tensor, steps: int, lr: float, classes: int, label: str):
         """``steps`` of Adam on the cross-entropy of ``images``: (losses, final logits or None, reply)."""
         request = {"op": "train", "handle": self.handle, "steps": steps, "lr": lr, "classes": classes}
+        request["device"] = self.device.type
         reply, out = self.subject.ask(label, request, [images, labels])
         logits = unpack(reply["logits"], out) if "logits" in reply else None
         return reply["losses"], logits, reply
@@ -296,7 +304,9 @@ def _call(subject: Subject, where: dict, args: tuple, kwargs: dict, label: str, 
     reply, out = subject.ask(label, request, tensors)
     result = Result(unpack(reply["output"], out), requires_grad=_requires_grad(reply["output"]))
     names = _tensor_names(args, kwargs)
-    result.changed_inputs = [names[i] for i in reply["changed_inputs"] if isinstance(i, int) and i < len(names)]
+    result.changed_inputs = [
+        names[i] for i in reply["changed_inputs"] if isinstance(i, int) and i < len(names)
+    ]
     result.changed_params = list(reply["changed_params"])
     result.trace = [(str(p), int(n), list(k)) for p, n, k in reply.get("trace", [])]
     result.too_many = tuple(reply["too_many"]) if reply.get("too_many") else None

@@ -114,7 +114,7 @@ def draw_weights(mirror: nn.Module, seed: int) -> None:
     """
     owners = {id(p): (m, name) for m in mirror.modules() for name, p in m.named_parameters(recurse=False)}
     with torch.no_grad():
-        for i, (name, parameter) in enumerate(mirror.named_parameters()):
+        for i, parameter in enumerate(mirror.parameters()):
             module, own_name = owners[id(parameter)]
             generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
             normal = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from course_utils.feedback import precise_math
 from course_utils.wire import DTYPES, WireError, cotangent, decode, encode, pack, unpack
 
 MESSAGE_LIMIT = 2_000
@@ -111,8 +112,10 @@ def config_of(module: nn.Module) -> dict:
             config[name] = list(value)
         elif isinstance(value, torch.dtype):
             config[name] = str(value).removeprefix("torch.")
-        elif isinstance(value, dict) and len(value) <= 16 and all(
-            isinstance(k, str) and type(v) is int for k, v in value.items()
+        elif (
+            isinstance(value, dict)
+            and len(value) <= 16
+            and all(isinstance(k, str) and type(v) is int for k, v in value.items())
         ):
             config[name] = dict(value)
     return config
@@ -244,6 +247,7 @@ class Probe:
         watch = ScoreWatch(**meta["watch"]) if meta.get("watch") else None
         with ExitStack() as stack:
             stack.enter_context(torch.random.fork_rng(devices=[]))
+            stack.enter_context(precise_math())
             torch.manual_seed(int(meta.get("seed", 0)))
             if meta.get("no_grad"):
                 stack.enter_context(torch.no_grad())
@@ -255,7 +259,9 @@ class Probe:
         out: list[Tensor] = []
         reply = {"output": pack(output, out), "trace": trace}
         reply["changed_inputs"] = [
-            i for i, (t, b) in enumerate(zip(_tensors((args, kwargs)), before, strict=True)) if not _same(t, b)
+            i
+            for i, (t, b) in enumerate(zip(_tensors((args, kwargs)), before, strict=True))
+            if not _same(t, b)
         ]
         reply["changed_params"] = [n for n, p in params.items() if not _same(p, params_before[n])]
         if watch is not None:
@@ -267,22 +273,27 @@ class Probe:
     def op_train(self, meta: dict, tensors: list) -> tuple[dict, list]:
         """``steps`` of Adam on cross-entropy, from the judge's weights; the losses and final logits."""
         module = self.objects[meta["handle"]]
-        images, labels = tensors
+        device = str(meta.get("device") or "cpu")
+        images, labels = (t.to(device) for t in tensors)
         parameters = [p for p in module.parameters() if p.requires_grad]
         if not parameters:
             return {"losses": [], "no_parameters": True}, []
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model: more threads cost more than they give
         losses = []
+        out: list[Tensor] = []
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), precise_math():
                 torch.manual_seed(int(meta.get("seed", 0)))
                 module.train()
                 optimizer = torch.optim.Adam(parameters, lr=float(meta["lr"]))
                 for _ in range(int(meta["steps"])):
                     logits = self.student("train", module, images)
-                    if not isinstance(logits, Tensor) or tuple(logits.shape) != (len(labels), meta["classes"]):
-                        return {"losses": losses, "bad_output": pack(logits, [])}, []
+                    if not isinstance(logits, Tensor) or tuple(logits.shape) != (
+                        len(labels),
+                        meta["classes"],
+                    ):
+                        return {"losses": losses, "bad_output": pack(logits, out)}, out
                     loss = nn.functional.cross_entropy(logits.float(), labels)
                     losses.append(float(loss))
                     if not torch.isfinite(loss):
@@ -295,7 +306,6 @@ class Probe:
                     logits = self.student("train", module, images)
         finally:
             torch.set_num_threads(threads)
-        out: list[Tensor] = []
         return {"losses": losses, "logits": pack(logits, out)}, out
 
     # ------------------------------------------------------------------------------ helpers
@@ -348,7 +358,7 @@ class Probe:
             placement["dtype"] = DTYPES[meta["dtype"]]
         return placement
 
-    def student(self, stage: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    def student(self, stage: str, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
         """Run the student's code; any exception it raises becomes a :class:`StudentError`."""
         try:
             with warnings.catch_warnings():
@@ -384,7 +394,9 @@ class Probe:
 
         def record(m: nn.Module, args: tuple, kwargs: dict) -> None:
             if len(trace) < 10_000:
-                trace.append([paths.get(id(m), "?"), len(args), sorted(k for k in kwargs if isinstance(k, str))])
+                trace.append(
+                    [paths.get(id(m), "?"), len(args), sorted(k for k in kwargs if isinstance(k, str))]
+                )
 
         hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in module.modules()]
         try:

@@ -50,7 +50,9 @@ def encode(meta: Any, tensors: list[torch.Tensor]) -> bytes:
         if t.dtype not in NAMES:
             raise WireError(f"tensors of dtype {t.dtype} cannot be sent")
         data = tensor_bytes(t)
-        entries.append({"dtype": NAMES[t.dtype], "shape": list(t.shape), "offsets": [offset, offset + len(data)]})
+        entries.append(
+            {"dtype": NAMES[t.dtype], "shape": list(t.shape), "offsets": [offset, offset + len(data)]}
+        )
         chunks.append(data)
         offset += len(data)
     header = json.dumps({"meta": meta, "tensors": entries}, separators=(",", ":")).encode()
@@ -158,7 +160,9 @@ def pack(value: Any, tensors: list[torch.Tensor], depth: int = 0) -> Any:
         return bool(value)
     if isinstance(value, torch.Tensor):
         if value.dtype not in NAMES or value.layout != torch.strided or value.is_meta:
-            return {"$object": f"Tensor of dtype {value.dtype}" + (" on the meta device" if value.is_meta else "")}
+            return {
+                "$object": f"Tensor of dtype {value.dtype}" + (" on the meta device" if value.is_meta else "")
+            }
         tensors.append(value.detach())
         tag = {"$t": len(tensors) - 1, "rg": bool(value.requires_grad), "dev": value.device.type}
         return tag | ({"param": True} if isinstance(value, torch.nn.Parameter) else {})

@@ -1,10 +1,17 @@
-"""Whatever a student hands in, a check answers with an AssertionError, never a crash of its own."""
+"""Whatever a student hands in, a check answers with an AssertionError, never a crash of its own.
+
+The checks tried are every check of every exercise of ``course_utils.exercises``: a class exercise gets
+modules whose forward returns garbage, a function exercise gets functions that do.
+"""
+
+import inspect
 
 import pytest
 import torch
 from torch import nn
 
 from course_utils import checks
+from course_utils.exercises import EXERCISES
 
 RESULTS = {
     "None": lambda x: None,
@@ -15,80 +22,43 @@ RESULTS = {
     "float64": lambda x: x.double(),
     "NaN": lambda x: x * float("nan"),
     "an exception": lambda x: 1 / 0,
+    "an object": lambda x: object(),
 }
+CHECKS = sorted({(check, e.kind) for e in EXERCISES for check in e.checks})
 
 
-def garbage_module(result):
+def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    found = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    return found[0] if found else torch.ones(4, 4)
+
+
+def garbage(kind: str, result):
+    """A student's class (``module``) or function whose result is ``result`` of its first input."""
+    if kind == "function":
+        return lambda *args, **kwargs: result(first_tensor(args, kwargs))
+
     class Garbage(nn.Module):
         def __init__(self, *args, **kwargs):
             super().__init__()
 
-        def forward(self, x, *args, **kwargs):
-            return result(x)
+        def forward(self, *args, **kwargs):
+            return result(first_tensor(args, kwargs))
 
     return Garbage
 
 
-MODULE_CHECKS = [
-    checks.check_patch_embedding,
-    checks.check_learned_positions,
-    checks.check_sinusoidal_positions,
-    checks.check_multi_head_attention,
-    checks.check_residual_add,
-    checks.check_layer_norm,
-    checks.check_feed_forward,
-    checks.check_encoder_block,
-    checks.check_additive_attention,
-    checks.check_cross_attention,
-    checks.check_decoder_block,
-    checks.check_vit_patch_embedding,
-    checks.check_classification_head,
-    checks.check_vit,
-    checks.check_overfits,
-]
+def targets(check) -> int:
+    """How many of the student's objects a check takes: its parameters without a default."""
+    parameters = inspect.signature(check).parameters.values()
+    return sum(p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
 
 
 @pytest.mark.parametrize("kind", RESULTS)
-@pytest.mark.parametrize("check", MODULE_CHECKS, ids=lambda c: c.__name__)
-def test_module_checks_fail_cleanly_on_garbage(check, kind):
+@pytest.mark.parametrize("name, exercise_kind", CHECKS, ids=[name for name, _ in CHECKS])
+def test_every_check_fails_cleanly_on_garbage(name, exercise_kind, kind):
+    check = getattr(checks, name)
     with pytest.raises(AssertionError):
-        check(garbage_module(RESULTS[kind]))
-
-
-@pytest.mark.parametrize("kind", RESULTS)
-def test_encoder_check_fails_cleanly_on_garbage(kind):
-    with pytest.raises(AssertionError):
-        checks.check_encoder(garbage_module(RESULTS[kind]), garbage_module(RESULTS[kind]))
-
-
-@pytest.mark.parametrize("kind", RESULTS)
-@pytest.mark.parametrize(
-    "check, call",
-    [
-        (
-            checks.check_position_encoding,
-            lambda result: lambda seq_len, d, n=10000: result(torch.ones(seq_len, d)),
-        ),
-        (checks.check_prepend_cls_token, lambda result: lambda x, cls_token: result(x)),
-        (checks.check_parameter_count, lambda result: lambda **kwargs: result(torch.ones(1))),
-        (checks.check_causal_mask, lambda result: lambda n: result(torch.ones(n, n, dtype=torch.bool))),
-        (checks.check_padding_mask, lambda result: lambda tokens, pad=0: result(tokens != pad)),
-        (checks.check_shift_right, lambda result: lambda tgt, bos=1: result(tgt)),
-        (checks.check_chunked_attention, lambda result: lambda q, k, v, chunk_size, mask=None: result(q)),
-    ],
-    ids=[
-        "position_encoding",
-        "prepend_cls_token",
-        "parameter_count",
-        "causal_mask",
-        "padding_mask",
-        "shift_right",
-        "chunked_attention",
-    ],
-)
-def test_function_checks_fail_cleanly_on_garbage(check, call, kind):
-    with pytest.raises(AssertionError):
-        check(call(RESULTS[kind]))
+        check(*(garbage(exercise_kind, RESULTS[kind]) for _ in range(targets(check))))
 
 
 def test_a_constructor_that_crashes_is_reported_with_its_error():

@@ -17,7 +17,8 @@ from course_utils.checks import (
     check_position_encoding,
 )
 from course_utils.data import sample_image
-from course_utils.feedback import Mistake, as_tensor, check, expect_close, forbid_calls, run_student
+from course_utils.feedback import Mistake, as_tensor, check, expect_close, forbid_calls
+from course_utils.judge import subject
 from course_utils.plots import (
     plot_attention,
     plot_functions,
@@ -40,20 +41,20 @@ def solution_namespace(name: str) -> dict:
     return namespace
 
 
-def test_run_student_explains_an_empty_blank_and_names_other_errors():
+def test_a_call_explains_an_empty_blank_and_names_other_errors():
     def blank():
         raise NotImplementedError
 
     with pytest.raises(AssertionError, match="the blank is not filled in yet"):
-        run_student("f()", blank)
+        subject(blank, "f").call(label="f()")
     with pytest.raises(AssertionError, match=r"f\(\) raised ZeroDivisionError"):
-        run_student("f()", lambda: 1 / 0)
+        subject(lambda: 1 / 0, "f").call(label="f()")
 
 
-def test_run_student_silences_warnings(recwarn):
+def test_a_call_silences_warnings(recwarn):
     import warnings
 
-    run_student("f()", lambda: warnings.warn("noisy", stacklevel=1))
+    subject(lambda: warnings.warn("noisy", stacklevel=1), "f").call(label="f()")
     assert not recwarn.list
 
 

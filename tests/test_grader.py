@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import nbformat
@@ -12,17 +13,40 @@ import pytest
 from nbgrader.api import Gradebook
 from nbgrader.utils import determine_grade
 
+from autograder import assemble as assemble_module
 from autograder import grade as grade_module
 from autograder.__main__ import main
 from autograder.classroom import grade_class
-from autograder.grade import Settings
+from autograder.grade import Assignment, Settings, grade_submission
+from autograder.hostile_class import HOSTILE
 from autograder.release import assignments
-from autograder.sample_class import ATTENTION, CASES, POSITIONS, Case, add_cell, solved, write_sample_class
+from autograder.sample_class import (
+    ATTENTION,
+    CASES,
+    POSITIONS,
+    Case,
+    add_cell,
+    hostile,
+    solved,
+    write_sample_class,
+)
 from autograder.sandbox import bwrap
+from autograder.submissions import Submission
 from tests.notebook_kernel import ROOT
 
 SETTINGS = Settings(cell_timeout=15)
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+
+
+def hidden_lines(name: str) -> list[str]:
+    """The lines of an assignment's hidden tests (over 12 characters)."""
+    return [
+        line.strip()
+        for cell in json.loads((ROOT / "solutions" / name / f"{name}.ipynb").read_text())["cells"]
+        for block in HIDDEN.findall("".join(cell["source"]))
+        for line in block.splitlines()
+        if len(line.strip()) > 12
+    ]
 
 
 def rows(path: Path) -> list[dict]:
@@ -102,14 +126,7 @@ def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
     assert "Score: 4 / 6" in page
     assert "MultiHeadAttention honours boolean masks" in page, "the question's title"
     assert "mask ignored" in page and "Hint:" in page, "the failed check's message"
-    hidden = [
-        line.strip()
-        for name in (ATTENTION, POSITIONS)
-        for cell in json.loads((ROOT / "solutions" / name / f"{name}.ipynb").read_text())["cells"]
-        for block in HIDDEN.findall("".join(cell["source"]))
-        for line in block.splitlines()
-        if len(line.strip()) > 12
-    ]
+    hidden = hidden_lines(ATTENTION) + hidden_lines(POSITIONS)
     assert hidden
     for path in (graded / "out").rglob("*"):
         if path.is_file():
@@ -145,6 +162,29 @@ def test_a_hostile_submission_reads_no_hidden_test_and_changes_no_other_grade(gr
     assert (out / "grades.csv").read_text().startswith("student_id,"), "the class's grades are intact"
     page = (tmp_path / "out" / "feedback" / "hostile" / f"{ATTENTION}.html").read_text()
     assert "BEGIN HIDDEN TESTS" not in page and "check_multi_head_attention(" not in page
+
+
+def test_the_hostile_class_tries_every_family_three_ways_or_more():
+    families = Counter(h.family for h in HOSTILE)
+    assert all(families[family] >= 3 for family in range(1, 7)), families
+    rows = {c.student: c for c in CASES}
+    assert all(rows[h.student].score == 0 for h in HOSTILE)
+
+
+@pytest.mark.parametrize("case", [h for h in HOSTILE if not h.review_only], ids=lambda h: h.student)
+def test_the_judge_holds_where_the_review_is_passed(case, tmp_path, monkeypatch):
+    """Each hostile submission of families 1-5, with the review switched off (as if its rules had a
+    gap): the judge, outside the sandbox, still gives it 0, and says what it found where it can."""
+    monkeypatch.setattr(assemble_module, "review", lambda source, forbidden=None: [])
+    write_sample_class(tmp_path, [hostile(case)])
+    path = tmp_path / case.student / case.assignment / f"{case.assignment}.ipynb"
+    assignment = Assignment.load(case.assignment, ROOT / "solutions", ROOT / "notebooks")
+    result = grade_submission(Submission(case.student, case.assignment, path), assignment, SETTINGS)
+    assert result["score"] == 0, result["questions"]
+    assert case.review_off_reason in result["reason"], result["reason"]
+    hidden = hidden_lines(case.assignment)
+    leaked = [line for q in result["questions"] for line in hidden if line in q["message"]]
+    assert not leaked, f"a hidden test reached the student's feedback: {leaked[0]}"
 
 
 def test_regrading_one_student_changes_nothing_else(graded, tmp_path):
@@ -233,8 +273,8 @@ def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
 
     real = grade_module.execute
     monkeypatch.setattr(grade_module, "execute", broken)
-    results = grade_class(
-        tmp_path / "subs", tmp_path / "out", wanted=[ATTENTION], settings=SETTINGS, progress=False
+    results = grade_class(  # one job: grading in this process, where the failure is planted
+        tmp_path / "subs", tmp_path / "out", wanted=[ATTENTION], settings=SETTINGS, jobs=1, progress=False
     )
     rows = {r["student_id"]: r for r in results}
     assert (rows["partial"]["status"], rows["partial"]["reason"]) == (

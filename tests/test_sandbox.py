@@ -13,7 +13,7 @@ import pytest
 
 from autograder.assemble import Program, Step
 from autograder.execute import execute
-from autograder.sandbox import CGROUP_ROOT, Limits, bwrap
+from autograder.sandbox import CGROUP_ROOT, Limits, bwrap, unified_parent
 from tests.notebook_kernel import ROOT
 
 pytestmark = pytest.mark.skipif(
@@ -43,10 +43,20 @@ def outcomes(tmp_path_factory):
         probe(
             "whoami",
             """
-            import os
+            import os, socket
             assert os.getuid() == 65534, os.getuid()
-            capabilities = [line for line in open('/proc/self/status') if line.startswith('CapEff')]
-            assert capabilities == ['CapEff:\\t0000000000000000\\n'], capabilities
+            try:
+                socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            except PermissionError:
+                pass
+            else:
+                raise AssertionError("a raw socket: the process holds CAP_NET_RAW")
+            try:
+                os.chown("/home/student", 0, 0)
+            except OSError:  # EPERM, or EINVAL: root is not even mapped in the sandbox's user namespace
+                pass
+            else:
+                raise AssertionError("chown to root: the process holds CAP_CHOWN")
             """,
         ),
         probe(
@@ -62,7 +72,13 @@ def outcomes(tmp_path_factory):
         probe("loopback", f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)"),
         probe(
             "processes",
-            "import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\nassert len(pids) < 6, pids",
+            """
+            import os
+            assert os.getpid() < 10, f"pid {os.getpid()}: not the sandbox's own PID namespace"
+            paths = ("/proc", "/proc/self/fd/1", "/dev/fd/3", "/dev/stdout")
+            reachable = [p for p in paths if os.path.exists(p)]
+            assert not reachable, reachable
+            """,
         ),
         probe("environment", "import os\nassert 'GRADER_SECRET_CANARY' not in os.environ, 'leaked'"),
         probe("memory", "block = bytearray(3 << 30)"),
@@ -117,7 +133,7 @@ def test_no_network_not_even_the_graders_loopback(outcomes):
         assert outcomes[name].ename in ("OSError", "ConnectionRefusedError", "TimeoutError"), outcomes[name]
 
 
-def test_own_process_namespace_and_a_clean_environment(outcomes):
+def test_own_process_namespace_no_proc_and_a_clean_environment(outcomes):
     assert outcomes["processes"].status == "ok", outcomes["processes"].evalue
     assert outcomes["environment"].status == "ok", "the grader's environment reached the sandbox"
 
@@ -127,7 +143,10 @@ def test_memory_and_file_size_are_capped(outcomes):
     assert outcomes["file_size"].status == "error" and "too large" in outcomes["file_size"].evalue
 
 
-@pytest.mark.skipif(not os.access(CGROUP_ROOT / "pids", os.W_OK), reason="cgroups cannot be created here")
+@pytest.mark.skipif(
+    unified_parent() is None and not os.access(CGROUP_ROOT / "pids", os.W_OK),
+    reason="no cgroup can be created here (v2 with memory and pids, or v1's pids controller)",
+)
 def test_fork_storm_is_capped_by_the_cgroup(outcomes):
     fork = outcomes["fork_bomb"]
     assert fork.status == "error" and fork.ename == "BlockingIOError", fork
@@ -149,3 +168,27 @@ def test_the_notebook_time_limit_stops_the_rest(tmp_path):
     results = execute(Program(steps), LIMITS, cell_timeout=10, notebook_timeout=2)
     assert [o.status for o in results] == ["timeout", "skipped"]
     assert Path(tmp_path).exists()
+
+
+def test_cgroup_v2_limits_are_written_where_the_host_has_it(tmp_path, monkeypatch):
+    """On a cgroup v2 host (here a copy of its files), each runner gets a group under the grader's own,
+    with memory.max and pids.max; the grader's group hands the controllers down."""
+    from autograder import sandbox
+
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(sandbox, "own_cgroup", lambda: "/")
+    removed = []
+    monkeypatch.setattr(sandbox, "_remove_cgroup", removed.append)
+    sandbox.unified_parent.cache_clear()
+    try:
+        with sandbox.cgroup(LIMITS) as prefix:
+            (group,) = [p for p in tmp_path.iterdir() if p.name.startswith("vit-autograder-")]
+            assert (group / "memory.max").read_text() == str(LIMITS.memory_bytes)
+            assert (group / "pids.max").read_text() == str(LIMITS.processes)
+            assert f"{group}/cgroup.procs" in prefix[2]
+        assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +pids"
+        assert removed == [group]
+    finally:
+        sandbox.unified_parent.cache_clear()

@@ -1,7 +1,8 @@
 """Check of notebook 00's Q1: ``AdditiveAttention``, Bahdanau's attention for an RNN decoder.
 
-The reference is built from the student's own ``W``, ``U`` and ``v``: the two input maps act as one
-linear layer on the concatenation ``[s; h_j]``, and the weights and the context are read out of
+The student's module gets the judge's weights; the reference is built from the judge's copy of its
+``W``, ``U`` and ``v`` (the mirror), on the judge's inputs: the two input maps act as one linear layer
+on the concatenation ``[s; h_j]``, and the weights and the context are read out of
 ``scaled_dot_product_attention``, whose float mask adds the scores to all-zero query-key products.
 Known mistakes are recognised by transforming that reference.
 """
@@ -12,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import GRAD_SEED, expect_gradients
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -27,9 +27,9 @@ from course_utils.feedback import (
     forbid_calls,
     on,
     random_tensor,
-    run_student,
     tolerance_of,
 )
+from course_utils.judge import Result, opaque_name, subject
 
 SHORTCUTS = ["scaled_dot_product_attention", "course_utils"]
 SQUEEZE = (
@@ -39,7 +39,7 @@ SQUEEZE = (
 LAYERS = "self.W (dec_size -> att_size), self.U (enc_size -> att_size) and self.v (att_size -> 1)"
 
 
-def padding_mask(batch: int, seq_len: int, seed: int, device: torch.device | str = "cpu") -> Tensor:
+def padding_mask(batch: int, seq_len: int, seed: int) -> Tensor:
     """(batch, seq_len) bool, True for real tokens: every row keeps at least its first token, the
     first row is padded (when seq_len > 1) and the last row is full (when batch > 1)."""
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -47,21 +47,21 @@ def padding_mask(batch: int, seq_len: int, seed: int, device: torch.device | str
     lengths[0] = (seq_len + 1) // 2
     if batch > 1:
         lengths[-1] = seq_len
-    return (torch.arange(seq_len) < lengths[:, None]).to(device)
+    return torch.arange(seq_len) < lengths[:, None]
 
 
-def _layers(module: nn.Module, what: str, sizes: dict[str, tuple[int, int]]) -> dict[str, nn.Linear]:
-    """The student's W, U and v, as float64 copies on the CPU (the reference's weights)."""
+def _layers(mirror: nn.Module, what: str, sizes: dict[str, tuple[int, int]]) -> dict[str, nn.Linear]:
+    """The judge's W, U and v (read off the mirror), as float64 copies: the reference's weights."""
     layers = {}
     for name, (fan_in, fan_out) in sizes.items():
-        layer = getattr(module, name, None)
+        layer = getattr(mirror, name, None)
         if not isinstance(layer, nn.Linear) or (layer.in_features, layer.out_features) != (fan_in, fan_out):
             fail(
                 f"{what} needs self.{name} = nn.Linear({fan_in}, {fan_out}): keep the skeleton's "
                 f"__init__ with {LAYERS}."
             )
         copy = nn.Linear(fan_in, fan_out, bias=layer.bias is not None, dtype=torch.float64)
-        copy.load_state_dict({k: p.detach().cpu().double() for k, p in layer.state_dict().items()})
+        copy.load_state_dict({k: p.detach().double() for k, p in layer.state_dict().items()})
         layers[name] = copy.requires_grad_(False)
     return layers
 
@@ -221,97 +221,86 @@ def check_additive_attention(
     seed: int = 0,
 ) -> None:
     """Compare ``AdditiveAttention(dec_size, enc_size, att_size)(s_prev, h, mask)`` with Bahdanau's
-    formula on the module's own ``W``, ``U`` and ``v``.
+    formula on the judge's ``W``, ``U`` and ``v``.
 
     Args:
         mask: also pass a (batch, seq_len) padding mask, True for real tokens.
         grad: also check that W, U and v get gradients, and compare the gradients w.r.t. the inputs.
     """
     forbid_calls(AdditiveAttention, SHORTCUTS, "AdditiveAttention")
+    student = subject(AdditiveAttention, "AdditiveAttention")
     kwargs = dict(dec_size=dec_size, enc_size=enc_size, att_size=att_size)
     sizes = {"W": (dec_size, att_size), "U": (enc_size, att_size), "v": (att_size, 1)}
-    for device in check_devices():
-        what = call_text("AdditiveAttention", **kwargs)
-        module = build(AdditiveAttention, seed, **kwargs).to(device, dtype)
-        layers = _layers(module, what, sizes)
-        s = random_tensor(batch, dec_size, seed=seed + 1, dtype=dtype, device=device).requires_grad_(grad)
-        h = random_tensor(batch, seq_len, enc_size, seed=seed + 2, dtype=dtype, device=device)
-        h.requires_grad_(grad)
-        m = padding_mask(batch, seq_len, seed, device) if mask else None
+    what = call_text("AdditiveAttention", **kwargs)
+    for device in student.devices():
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        layers = _layers(module.mirror, what, sizes)
+        s = random_tensor(batch, dec_size, seed=seed + 1, dtype=dtype).requires_grad_(grad)
+        h = random_tensor(batch, seq_len, enc_size, seed=seed + 2, dtype=dtype).requires_grad_(grad)
+        m = padding_mask(batch, seq_len, seed) if mask else None
         call = f"{what}(s_prev of shape {tuple(s.shape)}, h of shape {tuple(h.shape)}"
         call += (f", mask of shape {tuple(m.shape)}" if mask else "") + f", {dtype}){on(device)}"
+        masks = {} if m is None else {"mask": m}
         try:
-            result = run_student(call, module, s, h, mask=m) if mask else run_student(call, module, s, h)
+            result = module.call(
+                s, h, label=call, grad=GRAD_SEED if grad else None, no_grad=not grad, **masks
+            )
         except AssertionError as err:
             if 1 in (batch, seq_len) and "NotImplementedError" not in str(err):
                 fail(f"{err}\nHint: {SQUEEZE}")
             raise
-        if not isinstance(result, tuple | list) or len(result) != 2:
-            fail(f"{call} returned a {type(result).__name__}; forward must return (context, alpha).")
-        context, alpha = (as_tensor(r, f"{call} [{i}]") for i, r in enumerate(result))
+        output = result.output
+        if not isinstance(output, tuple | list) or len(output) != 2:
+            kind = opaque_name(output) or type(output).__name__
+            fail(f"{call} returned a {kind}; forward must return (context, alpha).")
+        context, alpha = (as_tensor(r, f"{call} [{i}]") for i, r in enumerate(output))
         order = "forward returns (context, alpha), in this order"
         expect_shape(context, (batch, enc_size), f"{call}: context", f"{order}; context is (b, enc_size).")
         expect_shape(alpha, (batch, seq_len), f"{call}: alpha", f"{order}; alpha is (b, n). {SQUEEZE}")
         expect_dtype(context, dtype, f"{call}: context")
         expect_dtype(alpha, dtype, f"{call}: alpha")
 
-        s64, h64 = s.detach().cpu().double(), h.detach().cpu().double()
-        m64 = None if m is None else m.cpu()
+        s64, h64 = s.detach().double(), h.detach().double()
         with torch.no_grad():
             scores = _scores(layers, s64, h64)
-            expected_context, expected_alpha = (r.to(dtype) for r in _attend(scores, h64, m64))
-            _check_weights(alpha, expected_alpha, m64, call, _weight_mistakes(layers, s64, h64, m64, dtype))
+            expected_context, expected_alpha = (r.to(dtype) for r in _attend(scores, h64, m))
+            _check_weights(alpha, expected_alpha, m, call, _weight_mistakes(layers, s64, h64, m, dtype))
             expect_close(
                 context,
                 expected_context,
                 f"{call}: context",
                 [
                     Mistake(k.name, k.hint, lambda k=k: k.output().to(dtype))
-                    for k in _context_mistakes(scores, h64, m64)
+                    for k in _context_mistakes(scores, h64, m)
                 ],
             )
         if grad:
-            _check_gradients(module, layers, (context, alpha), s, h, m, call)
+            _check_gradients(result, layers, s64, h64, m, call)
 
 
 def _check_gradients(
-    module: nn.Module,
+    result: Result,
     layers: dict[str, nn.Linear],
-    outputs: tuple[Tensor, Tensor],
     s: Tensor,
     h: Tensor,
     mask: Tensor | None,
     call: str,
 ) -> None:
-    """W, U and v receive gradients, and the gradients w.r.t. s_prev and h match the reference's."""
-    probes = [
-        random_tensor(*o.shape, seed=7 + i, dtype=o.dtype, device=o.device) for i, o in enumerate(outputs)
-    ]
-    named = [
-        (f"{name}.{p}", param)
-        for name in ("W", "U", "v")
-        for p, param in getattr(module, name).named_parameters()
-    ]
-    loss = sum((o * p).sum() for o, p in zip(outputs, probes, strict=True))
-    grads = run_student(
-        f"backward through {call}",
-        torch.autograd.grad,
-        loss,
-        [s, h, *(param for _, param in named)],
-        allow_unused=True,
+    """W, U and v receive gradients (``layers`` name their parameters), and the gradients w.r.t. s_prev
+    and h match the reference's (``s`` and ``h`` are the judge's float64 copies of the inputs)."""
+    if result.no_graph or result.param_grads is None:
+        fail(
+            f"{call}: the result does not require grad, so nothing would be trained: is forward run "
+            "under torch.no_grad(), or detached (.detach(), .item(), .numpy())?"
+        )
+    for name, layer in layers.items():
+        for p, _ in layer.named_parameters():
+            g = result.param_grads.get(f"{name}.{p}")
+            if g is None or not g.any():
+                fail(
+                    f"{call}: no gradient reaches self.{name}.{p}. Is part of forward detached, or computed "
+                    "outside the graph (.item(), .numpy(), torch.no_grad())?"
+                )
+    expect_gradients(
+        result, [("s_prev", s), ("h", h)], lambda s, h: _attend(_scores(layers, s, h), h, mask), call
     )
-    for (name, _), g in zip(named, grads[2:], strict=True):
-        if g is None or not g.any():
-            fail(
-                f"{call}: no gradient reaches self.{name}. Is part of forward detached, or computed "
-                "outside the graph (.item(), .numpy(), torch.no_grad())?"
-            )
-    s64 = s.detach().cpu().double().requires_grad_()
-    h64 = h.detach().cpu().double().requires_grad_()
-    reference = _attend(_scores(layers, s64, h64), h64, None if mask is None else mask.cpu())
-    loss = sum((r * p.cpu().double()).sum() for r, p in zip(reference, probes, strict=True))
-    expected = torch.autograd.grad(loss, [s64, h64])
-    for label, got, want in zip(("s_prev", "h"), grads[:2], expected, strict=True):
-        if got is None:
-            fail(f"{call}: no gradient reaches the input {label}. Is it detached in forward?")
-        expect_close(got, want.to(got.dtype), f"gradient w.r.t. {label} of {call}")

@@ -1,4 +1,8 @@
-"""Check of Q1: ``getPositionEncoding``, the sinusoidal position table."""
+"""Check of Q1: ``getPositionEncoding``, the sinusoidal position table.
+
+The student's function is called through the probe on the judge's arguments; the table it returns is
+compared with the judge's own (:func:`course_utils.reference.sinusoidal_table`).
+"""
 
 from collections.abc import Callable, Sequence
 
@@ -14,8 +18,8 @@ from course_utils.feedback import (
     expect_shape,
     fail,
     forbid_calls,
-    run_student,
 )
+from course_utils.judge import subject
 from course_utils.reference import sinusoidal_table
 
 LECTURE_CASES = ((4, 4, 100), (16, 8, 10000))
@@ -61,11 +65,12 @@ def check_position_encoding(
         cases: (seq_len, d, n) triples; d must be even; n=None leaves n at its default, 10000.
     """
     forbid_calls(getPositionEncoding, ["course_utils", "sinusoidal_table"], "getPositionEncoding")
+    student = subject(getPositionEncoding, "getPositionEncoding")
     for seq_len, d, n in cases:
         given = {} if n is None else {"n": n}
         n = 10000 if n is None else n
         what = call_text("getPositionEncoding", seq_len=seq_len, d=d, **given)
-        got = as_tensor(run_student(what, getPositionEncoding, seq_len, d, **given), what).double()
+        got = as_tensor(student.call(seq_len, d, label=what, **given).output, what).double()
         expected = torch.from_numpy(sinusoidal_table(seq_len, d, n))
         if tuple(got.shape) == (d, seq_len) and d != seq_len:
             fail(

@@ -1,4 +1,8 @@
-"""Check of Q2: ``PatchEmbedding``, images to a sequence of patch embeddings."""
+"""Check of Q2: ``PatchEmbedding``, images to a sequence of patch embeddings.
+
+The student's module gets the judge's weights; the outputs a correct patch embedding may give are
+computed from the judge's copy of its projection (the mirror), on the judge's images.
+"""
 
 from itertools import permutations
 
@@ -7,11 +11,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import GRAD_SEED, expect_trained, find_layers
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -20,16 +23,16 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import conv_patch_embedding, find_layers
+from course_utils.judge import subject
+from course_utils.reference import conv_patch_embedding
 
 ORDERS = [" ".join(p) for p in permutations(("s1", "s2", "c"))]  # any flattening of a patch is valid
 
 
-def reference_outputs(module: nn.Module, x: torch.Tensor, patch_size: int, what: str) -> list[torch.Tensor]:
-    """The outputs a correct patch embedding with these weights may give (one per patch layout)."""
-    convs, linears = find_layers(module, nn.Conv2d), find_layers(module, nn.Linear)
+def reference_outputs(mirror: nn.Module, x: torch.Tensor, patch_size: int, what: str) -> list[torch.Tensor]:
+    """The outputs a correct patch embedding with the mirror's weights may give (one per patch layout)."""
+    convs, linears = find_layers(mirror, nn.Conv2d), find_layers(mirror, nn.Linear)
     if len(convs) == 1 and not linears:
         conv = convs[0]
         out = F.conv2d(x, conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)
@@ -42,10 +45,10 @@ def reference_outputs(module: nn.Module, x: torch.Tensor, patch_size: int, what:
     return [conv_patch_embedding(x, linears[0], patch_size, order) for order in ORDERS]
 
 
-def _mistakes(module: nn.Module, x: torch.Tensor, patch_size: int, expected: torch.Tensor):
+def _mistakes(mirror: nn.Module, x: torch.Tensor, patch_size: int, expected: torch.Tensor) -> list[Mistake]:
     b, c, height, width = x.shape
     h, w = height // patch_size, width // patch_size
-    linears = find_layers(module, nn.Linear)
+    linears = find_layers(mirror, nn.Linear)
     return [
         Mistake(
             "patches taken column-major",
@@ -74,19 +77,22 @@ def check_patch_embedding(
     grad: bool = False,
     seed: int = 0,
 ) -> None:
-    """Compare ``PatchEmbedding(...)(x)`` with a strided convolution holding the same weights.
+    """Compare ``PatchEmbedding(...)(x)`` with a strided convolution holding the judge's weights.
 
     Args:
         PatchEmbedding: the student's class.
         grad: also check that gradients reach the projection's weights.
     """
+    student = subject(PatchEmbedding, "PatchEmbedding")
     kwargs = dict(in_channels=in_channels, patch_size=patch_size, emb_size=emb_size, img_size=img_size)
     num_patches = (img_size // patch_size) ** 2
-    for device in check_devices():
-        module = build(PatchEmbedding, seed, **kwargs).to(device, dtype)
-        what = call_text("PatchEmbedding", **kwargs) + f"(x){on(device)}"
-        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed, dtype=dtype, device=device)
-        got = as_tensor(run_student(what, module, x), what)
+    for device in student.devices():
+        what = call_text("PatchEmbedding", **kwargs)
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        what += f"(x){on(device)}"
+        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed, dtype=dtype)
+        result = module.call(x, label=what, grad=GRAD_SEED if grad else None, no_grad=not grad)
+        got = as_tensor(result.output, what)
         expect_shape(
             got,
             (batch, num_patches, emb_size),
@@ -95,14 +101,8 @@ def check_patch_embedding(
             f"({img_size}/{patch_size})^2 = {num_patches} tokens of size emb_size.",
         )
         with torch.no_grad():
-            candidates = reference_outputs(module, x, patch_size, what)
+            candidates = reference_outputs(module.mirror, x, patch_size, what)
             if not any(close(got, expected) for expected in candidates):
-                expect_close(got, candidates[0], what, _mistakes(module, x, patch_size, candidates[0]))
+                expect_close(got, candidates[0], what, _mistakes(module.mirror, x, patch_size, candidates[0]))
         if grad:
-            run_student(f"backward through {what}", got.square().sum().backward)
-            for name, parameter in module.named_parameters():
-                if parameter.grad is None or not parameter.grad.any():
-                    fail(
-                        f"{what}: no gradient reached `{name}`. Is part of forward detached "
-                        "or run under torch.no_grad()?"
-                    )
+            expect_trained(result, what)

@@ -1,15 +1,18 @@
-"""Checks of Q3 (class token) and Q4 (learned and sinusoidal position embeddings)."""
+"""Checks of Q3 (class token) and Q4 (learned and sinusoidal position embeddings).
+
+The student's code runs on the judge's tokens; a learned table holds the judge's values (read off the
+mirror), the sinusoidal one is the student's own buffer, compared with the judge's table.
+"""
 
 from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import GRAD_SEED, expect_gradients
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     expect_close,
@@ -18,9 +21,15 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
-    run_student,
 )
+from course_utils.judge import Instance, Result, subject
 from course_utils.reference import sinusoidal_table
+
+ARGUMENTS = {"argument 1": "x", "argument 2": "cls_token"}
+
+
+def _with_cls_token(x: Tensor, cls_token: Tensor) -> Tensor:
+    return torch.cat([cls_token.expand(len(x), -1, -1), x], dim=1)
 
 
 @check
@@ -33,13 +42,14 @@ def check_prepend_cls_token(
     seed: int = 0,
 ) -> None:
     """``prepend_cls_token(x, cls_token)``: (b, n, e) and (1, 1, e) -> (b, n + 1, e), class token first."""
-    for device in check_devices():
-        x = random_tensor(batch, num_patches, emb_size, seed=seed, dtype=dtype, device=device)
-        cls_token = nn.Parameter(random_tensor(1, 1, emb_size, seed=seed + 1, dtype=dtype, device=device))
-        x_before = x.clone()
+    student = subject(prepend_cls_token, "prepend_cls_token")
+    for device in student.devices():
+        x = random_tensor(batch, num_patches, emb_size, seed=seed, dtype=dtype)
+        cls_token = nn.Parameter(random_tensor(1, 1, emb_size, seed=seed + 1, dtype=dtype))
         shapes = f"x of shape {tuple(x.shape)}, cls_token of shape (1, 1, {emb_size})"
         what = f"prepend_cls_token({shapes}){on(device)}"
-        got = as_tensor(run_student(what, prepend_cls_token, x, cls_token), what)
+        result = student.call(x, cls_token, label=what, device=device, grad=GRAD_SEED)
+        got = as_tensor(result.output, what)
         if got.shape[1:] == (num_patches + 1, emb_size) and got.shape[0] == 1 and batch > 1:
             fail(
                 f"{what}: expected shape {(batch, num_patches + 1, emb_size)}, got {tuple(got.shape)}: "
@@ -52,10 +62,10 @@ def check_prepend_cls_token(
             what,
             "One class token is added in front of the n patch tokens of each image.",
         )
-        if not torch.equal(x, x_before):
-            fail(f"{what}: your function changed its input x; build a new tensor instead.")
-        expected = torch.empty_like(got)
-        expected[:, :1], expected[:, 1:] = cls_token.detach(), x
+        if result.changed_inputs:
+            name = ARGUMENTS.get(result.changed_inputs[0], result.changed_inputs[0])
+            fail(f"{what}: your function changed its input {name}; build a new tensor instead.")
+        expected = _with_cls_token(x, cls_token.detach())
         expect_close(
             got,
             expected,
@@ -68,13 +78,25 @@ def check_prepend_cls_token(
                 ),
             ],
         )
-        if not got.requires_grad:
+        if result.no_graph or not result.requires_grad:
             fail(
                 f"{what}: the result does not require grad, so cls_token would never be "
                 "trained. Use cls_token itself (repeat/expand keep the graph), not .data or a copy."
             )
-        (grad,) = torch.autograd.grad(got.sum(), cls_token)
-        expect_close(grad, torch.full_like(grad, batch), f"gradient of the sum of {what} w.r.t. cls_token")
+        expect_gradients(result, [("cls_token", cls_token)], lambda c: _with_cls_token(x, c), what)
+
+
+def _own(mirror: nn.Module, name: str) -> tuple[str, Tensor | None]:
+    """What the module's attribute ``name`` is (``"Parameter"``, ``"Tensor"`` for a buffer, a
+    submodule's class, ``"nothing"``) and the judge's value of it, if it is a parameter or a buffer."""
+    parameters = dict(mirror.named_parameters(recurse=False))
+    if name in parameters:
+        return "Parameter", parameters[name]
+    buffers = dict(mirror.named_buffers(recurse=False))
+    if name in buffers:
+        return "Tensor", buffers[name]
+    children = dict(mirror.named_children())
+    return (children[name].student_class, None) if name in children else ("nothing", None)
 
 
 @check
@@ -86,37 +108,24 @@ def check_learned_positions(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> None:
-    """``LearnedPositions(num_positions, emb_size)``: a trainable table added to the tokens."""
-    for device in check_devices():
-        module = build(LearnedPositions, seed, num_positions=num_positions, emb_size=emb_size)
-        module = module.to(device, dtype)
-        what = call_text("LearnedPositions", num_positions=num_positions, emb_size=emb_size)
-        positions = getattr(module, "positions", None)
-        if not isinstance(positions, nn.Parameter):
-            fail(
-                f"{what}.positions should be an nn.Parameter so the optimizer trains it; "
-                f"got {type(positions).__name__}."
-            )
+    """``LearnedPositions(num_positions, emb_size)``: a trainable table (the judge's values) added to x."""
+    student = subject(LearnedPositions, "LearnedPositions")
+    what = call_text("LearnedPositions", num_positions=num_positions, emb_size=emb_size)
+    for device in student.devices():
+        module = student.build(
+            seed, device=device, dtype=dtype, label=what, num_positions=num_positions, emb_size=emb_size
+        )
+        kind, positions = _own(module.mirror, "positions")
+        if kind != "Parameter":
+            fail(f"{what}.positions should be an nn.Parameter so the optimizer trains it; got {kind}.")
         if positions.numel() != num_positions * emb_size:
             fail(
                 f"{what}.positions should hold one emb_size vector per position, shape "
                 f"{(num_positions, emb_size)}; got {tuple(positions.shape)}."
             )
-        _check_adds_table(
-            module,
-            positions.detach().reshape(num_positions, emb_size),
-            what,
-            batch,
-            dtype,
-            device,
-            seed,
-        )
-        x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype, device=device)
-        got = as_tensor(run_student(f"{what}(x)", module, x), f"{what}(x)")
-        grad = None
-        if got.requires_grad:
-            (grad,) = torch.autograd.grad(got.sum(), positions, allow_unused=True)
-        if grad is None:
+        table = positions.detach().reshape(num_positions, emb_size)
+        result = _check_adds_table(module, table, what, batch, dtype, device, seed, grad=True)
+        if result.no_graph or result.param_grads is None or result.param_grads.get("positions") is None:
             fail(f"{what}(x): no gradient reaches positions; add the Parameter itself to x.")
 
 
@@ -129,19 +138,21 @@ def check_sinusoidal_positions(
     seed: int = 0,
 ) -> None:
     """``SinusoidalPositions(num_positions, emb_size)``: the fixed table, a buffer in the model's dtype."""
+    student = subject(SinusoidalPositions, "SinusoidalPositions")
     what = call_text("SinusoidalPositions", num_positions=num_positions, emb_size=emb_size)
-    module = build(SinusoidalPositions, seed, num_positions=num_positions, emb_size=emb_size)
-    positions = getattr(module, "positions", None)
-    if isinstance(positions, nn.Parameter):
+    module = student.build(seed, label=what, num_positions=num_positions, emb_size=emb_size)
+    kind, _ = _own(module.mirror, "positions")
+    if kind == "Parameter":
         fail(
             f"{what}.positions is an nn.Parameter, so the optimizer would change the fixed "
             "sinusoidal table. Store it with self.register_buffer('positions', table)."
         )
-    if "positions" not in dict(module.named_buffers()):
+    if kind != "Tensor":
         fail(
             f"{what}.positions is not a registered buffer, so .to(device), .half() and "
             "state_dict() leave it behind. Use self.register_buffer('positions', table)."
         )
+    positions = module.values("positions")["positions"]
     expect_dtype(
         positions,
         torch.get_default_dtype(),
@@ -152,25 +163,33 @@ def check_sinusoidal_positions(
     )
     table = torch.from_numpy(sinusoidal_table(num_positions, emb_size)).float()
     expect_close(positions.reshape(-1, emb_size), table, f"{what}.positions")
-    for device in check_devices():
+    for device in student.devices():
         for dtype in (torch.float32, torch.float64, torch.float16):
             moved = module.to(device, dtype)
             label = f"{what}.to({device.type!r}, {dtype})"
-            if moved.positions.dtype != dtype or moved.positions.device.type != device.type:
-                fail(
-                    f"{label}.positions is {moved.positions.dtype} on {moved.positions.device}: "
-                    "a registered buffer moves with the module."
-                )
-            _check_adds_table(moved, table.to(device, dtype), label, batch, dtype, device, seed)
-    module.to("cpu", torch.float32)
+            now = moved.values("positions").get("positions")
+            if now is None or now.dtype != dtype:
+                found = "gone" if now is None else f"{now.dtype}"
+                fail(f"{label}.positions is {found}, not {dtype}: a registered buffer moves with the module.")
+            _check_adds_table(moved, table.to(dtype), label, batch, dtype, device, seed)
 
 
-def _check_adds_table(module, table, what, batch, dtype, device, seed) -> None:
-    """``module(x)`` must be x + table, in x's dtype."""
+def _check_adds_table(
+    module: Instance,
+    table: Tensor,
+    what: str,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int,
+    grad: bool = False,
+) -> Result:
+    """``module(x)`` must be x + table, in x's dtype; the call's result (with gradients if ``grad``)."""
     num_positions, emb_size = table.shape
-    x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype, device=device)
+    x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype)
     label = f"{what}(x of shape {tuple(x.shape)}, {dtype}){on(device)}"
-    with torch.no_grad():
-        got = as_tensor(run_student(label, module, x), label)
+    result = module.call(x, label=label, grad=GRAD_SEED if grad else None, no_grad=not grad)
+    got = as_tensor(result.output, label)
     expect_dtype(got, dtype, label, "Adding the table must not change the dtype of x.")
     expect_close(got, x + table, label, hint="The output is x plus the position table.")
+    return result

@@ -1,13 +1,17 @@
-"""Checks of Q6: ``ResidualAdd`` and a LayerNorm written from its formula."""
+"""Checks of Q6: ``ResidualAdd`` and a LayerNorm written from its formula.
+
+``ResidualAdd`` wraps a sublayer the probe builds (a Linear whose weights the judge draws, found in the
+mirror); the LayerNorm's gamma and beta hold the judge's values. The references are computed from the
+mirror on the judge's inputs.
+"""
 
 import torch
 from torch import Tensor, nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import GRAD_SEED, expect_gradients, find_layers
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     expect_close,
@@ -15,20 +19,17 @@ from course_utils.feedback import (
     forbid_calls,
     on,
     random_tensor,
-    run_student,
 )
+from course_utils.judge import subject
 from course_utils.reference import torch_layer_norm
+from course_utils.wire import Given
 
-
-class _Scaled(nn.Module):
-    """A sublayer with a keyword argument, as attention has ``mask=``."""
-
-    def __init__(self, emb_size: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(emb_size, emb_size)
-
-    def forward(self, x: Tensor, scale: float = 1.0) -> Tensor:
-        return scale * self.linear(x)
+IN_PLACE = (
+    "changed its input x: this is the known mistake of adding the "
+    "residual in place (x += res). When fn returns its input, as nn.Identity or "
+    "nn.Dropout in eval mode do, `+=` overwrites the caller's tensor. "
+    "Hint: return self.fn(x, **kwargs) + x."
+)
 
 
 @check
@@ -40,56 +41,59 @@ def check_residual_add(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> None:
-    """``ResidualAdd(fn)(x, **kwargs)`` must be ``fn(x, **kwargs) + x``, leaving x untouched."""
-    for device in check_devices():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            fn = _Scaled(emb_size).to(device, dtype)
-        block = build(ResidualAdd, seed, fn=fn)
-        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+    """``ResidualAdd(fn)(x, **kwargs)`` must be ``fn(x, **kwargs) + x``, leaving x untouched.
+
+    fn is a Linear scaled by a keyword argument (``scale=``), as attention takes ``mask=``.
+    """
+    student = subject(ResidualAdd, "ResidualAdd")
+    for device in student.devices():
+        sublayer = Given("sublayer", {"emb_size": emb_size})
+        block = student.build(seed, device=device, dtype=dtype, label="ResidualAdd(fn)", fn=sublayer)
+        linears = find_layers(block.mirror, nn.Linear)
+        if len(linears) != 1:
+            fail(
+                f"ResidualAdd(fn) holds {len(linears)} nn.Linear layers where fn has one: keep the "
+                "wrapped sublayer as it is given, self.fn = fn, as in the skeleton."
+            )
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
         what = f"ResidualAdd(fn)(x){on(device)}"
+        got = as_tensor(block.call(x, label=what, no_grad=True).output, what)
         with torch.no_grad():
-            got = as_tensor(run_student(what, block, x), what)
-            fx = fn(x)
-            expect_close(
-                got,
-                fx + x,
-                what,
-                [
-                    Mistake("the residual is missing", "return fn(x) + x, not fn(x).", lambda: fx),
-                    Mistake(
-                        "fn is not applied",
-                        "return fn(x) + x: call the wrapped sublayer.",
-                        lambda: x,
-                    ),
-                ],
-            )
-            label = f"ResidualAdd(fn)(x, scale=2.0){on(device)}"
-            got = as_tensor(run_student(label, block, x, scale=2.0), label)
-            expect_close(
-                got,
-                2 * fx + x,
-                label,
-                hint="Pass keyword arguments on to fn: forward(self, x, **kwargs) "
-                "returns self.fn(x, **kwargs) + x.",
-            )
-            identity = build(ResidualAdd, seed, fn=nn.Identity())
-            before = x.clone()
-            label = f"ResidualAdd(nn.Identity())(x){on(device)}"
-            got = as_tensor(run_student(label, identity, x), label)
-            if not torch.equal(x, before):
-                fail(
-                    f"{label} changed its input x: this is the known mistake of adding the "
-                    "residual in place (x += res). When fn returns its input, as nn.Identity or "
-                    "nn.Dropout in eval mode do, `+=` overwrites the caller's tensor. "
-                    "Hint: return self.fn(x, **kwargs) + x."
-                )
-            expect_close(got, 2 * x, label)
+            fx = linears[0](x)
+        expect_close(
+            got,
+            fx + x,
+            what,
+            [
+                Mistake("the residual is missing", "return fn(x) + x, not fn(x).", lambda: fx),
+                Mistake(
+                    "fn is not applied",
+                    "return fn(x) + x: call the wrapped sublayer.",
+                    lambda: x,
+                ),
+            ],
+        )
+        label = f"ResidualAdd(fn)(x, scale=2.0){on(device)}"
+        got = as_tensor(block.call(x, label=label, no_grad=True, scale=2.0).output, label)
+        expect_close(
+            got,
+            2 * fx + x,
+            label,
+            hint="Pass keyword arguments on to fn: forward(self, x, **kwargs) "
+            "returns self.fn(x, **kwargs) + x.",
+        )
+        identity = student.build(
+            seed, device=device, dtype=dtype, label="ResidualAdd(nn.Identity())", fn=Given("identity")
+        )
+        label = f"ResidualAdd(nn.Identity())(x){on(device)}"
+        result = identity.call(x, label=label, no_grad=True, allow_changes=True)
+        if result.changed_inputs:
+            fail(f"{label} {IN_PLACE}")
+        expect_close(as_tensor(result.output, label), 2 * x, label)
         leaf = x.clone().requires_grad_()
         label = f"backward through ResidualAdd(nn.Identity())(x){on(device)}"
-        out = as_tensor(run_student(label, identity, leaf), label)
-        (grad,) = run_student(label, torch.autograd.grad, out.sum(), leaf)
-        expect_close(grad, torch.full_like(grad, 2.0), f"gradient of {label}")
+        result = identity.call(leaf, label=label, grad=GRAD_SEED)
+        expect_gradients(result, [("x", leaf)], lambda x: x + x, label)
 
 
 def _layer_norm_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> list[Mistake]:
@@ -146,28 +150,27 @@ def check_layer_norm(
     Tried on ordinary inputs and on nearly constant ones, where eps matters.
     """
     forbid_calls(LayerNorm, ["layer_norm", "nn.LayerNorm", "course_utils"], "LayerNorm")
-    for device in check_devices():
-        module = build(LayerNorm, seed, emb_size=emb_size, eps=eps).to(device, dtype)
-        what = call_text("LayerNorm", emb_size=emb_size, eps=eps)
-        gamma, beta = getattr(module, "gamma", None), getattr(module, "beta", None)
-        if not all(isinstance(p, nn.Parameter) and p.shape == (emb_size,) for p in (gamma, beta)):
+    student = subject(LayerNorm, "LayerNorm")
+    what = call_text("LayerNorm", emb_size=emb_size, eps=eps)
+    for device in student.devices():
+        module = student.build(seed, device=device, dtype=dtype, label=what, emb_size=emb_size, eps=eps)
+        parameters = dict(module.mirror.named_parameters(recurse=False))
+        gamma, beta = parameters.get("gamma"), parameters.get("beta")
+        if not all(p is not None and p.shape == (emb_size,) for p in (gamma, beta)):
             fail(
                 f"{what} needs learnable nn.Parameter gamma (ones) and beta (zeros) of shape "
                 f"({emb_size},), as in the skeleton."
             )
-        with torch.no_grad():
-            gamma.copy_(random_tensor(emb_size, seed=seed + 1))
-            beta.copy_(random_tensor(emb_size, seed=seed + 2))
-        gamma64, beta64 = gamma.detach().double(), beta.detach().double()
+        gamma64, beta64 = gamma.detach().double(), beta.detach().double()  # the judge's draw
         reference = torch_layer_norm(gamma64, beta64, eps)
-        ordinary = 3 * random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device) + 2
-        flat = 1 + 1e-3 * random_tensor(batch, seq_len, emb_size, seed=seed + 3, dtype=dtype, device=device)
+        ordinary = 3 * random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype) + 2
+        flat = 1 + 1e-3 * random_tensor(batch, seq_len, emb_size, seed=seed + 3, dtype=dtype)
         # Near-constant rows lose digits in x - mean; below float64 allow 1e-3 against exact maths.
         loose = None if dtype == torch.float64 else (1e-3, 1e-3)
         for x, kind, tolerance in ((ordinary, "x", None), (flat, FLAT, loose)):
             label = f"{what}({kind}){on(device)} with random gamma and beta"
+            got = as_tensor(module.call(x, label=label, no_grad=True).output, label)
             with torch.no_grad():
-                got = as_tensor(run_student(label, module, x), label)
                 expected = reference(x.double()).to(dtype)
                 mistakes = _layer_norm_mistakes(x.double(), gamma64, beta64, eps)
-                expect_close(got, expected, label, mistakes, tolerance=tolerance)
+            expect_close(got, expected, label, mistakes, tolerance=tolerance)

@@ -1,14 +1,17 @@
-"""Check of Q7: ``FeedForwardBlock``, Linear -> GELU -> Dropout -> Linear."""
+"""Check of Q7: ``FeedForwardBlock``, Linear -> GELU -> Dropout -> Linear.
+
+The student's block gets the judge's weights; the reference and the known mistakes are computed from
+the two Linear layers of the judge's copy (the mirror), on the judge's inputs.
+"""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import find_layers
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -16,13 +19,13 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import find_layers
+from course_utils.judge import subject
 
 
-def _linears(module: nn.Module, emb_size: int, expansion: int, what: str) -> list[nn.Linear]:
-    linears = find_layers(module, nn.Linear)
+def _linears(mirror: nn.Module, emb_size: int, expansion: int, what: str) -> list[nn.Linear]:
+    """The block's two Linear layers in the judge's copy, or a failure naming what is wrong."""
+    linears = find_layers(mirror, nn.Linear)
     if len(linears) != 2:
         fail(f"{what}: expected two nn.Linear layers (expand, then project back), found {len(linears)}.")
     hidden = expansion * emb_size
@@ -55,15 +58,16 @@ def check_feed_forward(
     GELU's tanh approximation is accepted too. With ``drop_p=1`` in training mode every hidden
     unit is dropped, which tells where the dropout sits.
     """
-    for device in check_devices():
+    student = subject(FeedForwardBlock, "FeedForwardBlock")
+    for device in student.devices():
         kwargs = dict(emb_size=emb_size, expansion=expansion, drop_p=0.0)
         what = call_text("FeedForwardBlock", **kwargs)
-        module = build(FeedForwardBlock, seed, **kwargs).to(device, dtype)
-        first, second = _linears(module, emb_size, expansion, what)
-        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        first, second = _linears(module.mirror, emb_size, expansion, what)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
         label = f"{what}(x){on(device)}"
+        got = as_tensor(module.call(x, label=label, no_grad=True).output, label)
         with torch.no_grad():
-            got = as_tensor(run_student(label, module, x), label)
             hidden = first(x)
             if not close(got, second(F.gelu(hidden, approximate="tanh"))):
                 expect_close(
@@ -90,23 +94,23 @@ def check_feed_forward(
                     ],
                 )
         kwargs["drop_p"] = 1.0
-        dropped = build(FeedForwardBlock, seed, **kwargs).to(device, dtype).train()
-        label = call_text("FeedForwardBlock", **kwargs) + f".train()(x){on(device)}"
-        with torch.no_grad():
-            got = as_tensor(run_student(label, dropped, x), label)
-            bias = _linears(dropped, emb_size, expansion, label)[1].bias
-            expected = torch.zeros_like(got) + (0 if bias is None else bias)
-            if not got.any():
-                fail(
-                    f"{label} is all zeros: dropout sits after the second Linear. "
-                    "Hint: the order is Linear -> GELU -> Dropout(drop_p) -> Linear; the "
-                    "encoder block adds its own dropout after the whole block."
-                )
-            expect_close(
-                got,
-                expected,
-                label,
-                hint="With drop_p=1 every hidden unit is dropped, leaving the second "
-                "Linear's bias: is nn.Dropout(drop_p) between GELU and the "
-                "second Linear?",
+        what = call_text("FeedForwardBlock", **kwargs)
+        dropped = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        label = f"{what}.train()(x){on(device)}"
+        got = as_tensor(dropped.call(x, label=label, mode="train", no_grad=True).output, label)
+        bias = _linears(dropped.mirror, emb_size, expansion, label)[1].bias
+        expected = torch.zeros(batch, seq_len, emb_size, dtype=dtype) + (0 if bias is None else bias.detach())
+        if bias is not None and not got.any():
+            fail(
+                f"{label} is all zeros: dropout sits after the second Linear. "
+                "Hint: the order is Linear -> GELU -> Dropout(drop_p) -> Linear; the "
+                "encoder block adds its own dropout after the whole block."
             )
+        expect_close(
+            got,
+            expected,
+            label,
+            hint="With drop_p=1 every hidden unit is dropped, leaving the second "
+            "Linear's bias: is nn.Dropout(drop_p) between GELU and the "
+            "second Linear?",
+        )

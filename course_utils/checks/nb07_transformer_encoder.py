@@ -1,17 +1,22 @@
-"""Checks of Q8: ``TransformerEncoderBlock``, ``TransformerEncoder`` and the ViT parameter count."""
+"""Checks of notebook 07: ``TransformerEncoderBlock``, ``TransformerEncoder`` and the ViT parameter count.
+
+The student's module gets the judge's weights; each block is compared with an
+``nn.TransformerEncoderLayer(norm_first=True)`` assembled from the judge's copy of its parts (the mirror),
+on the judge's inputs. The block's attention is called once on its own, on the judge's normalised input,
+to learn which fused-qkv layout it uses (both are correct).
+"""
 
 import numbers
 from collections.abc import Callable
 from itertools import combinations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from course_utils.device import check_devices
+from course_utils.checks.parts import attention_candidates, attention_modules, entries, find_layers, path_of
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -19,25 +24,23 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import (
-    AttentionWeights,
-    attention_weights_of,
-    find_layers,
-    sdpa_attention,
-    torch_encoder_layer,
-)
+from course_utils.judge import Instance, name_of, opaque_name, subject
+from course_utils.probe import library_class
+from course_utils.reference import AttentionWeights, sdpa_attention, torch_encoder_layer
 
-FORBIDDEN = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
+TORCH_TRANSFORMER = {
+    library_class(c) for c in (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
+}
+
+
+def builds_on_torch_transformer(mirror: nn.Module) -> bool:
+    """Whether a part of the module is PyTorch's Transformer layer or attention (or built on them)."""
+    return any(m.library_class in TORCH_TRANSFORMER for m in mirror.modules())
 
 
 def _attention_module(block: nn.Module, what: str) -> nn.Module:
-    found = [
-        m
-        for m in block.modules()
-        if hasattr(m, "projection") and (hasattr(m, "queries") or hasattr(m, "qkv"))
-    ]
+    found = attention_modules(block)
     if len(found) != 1:
         fail(f"{what}: expected one MultiHeadAttention (from notebook 04) inside, found {len(found)}.")
     if not isinstance(getattr(found[0], "num_heads", None), int):
@@ -45,22 +48,25 @@ def _attention_module(block: nn.Module, what: str) -> nn.Module:
     return found[0]
 
 
-def _checked_attention(mha: nn.Module, x: torch.Tensor, what: str) -> AttentionWeights:
-    """The attention weights, once the student's MultiHeadAttention is known to be right."""
-    with torch.no_grad():
-        got = run_student(f"the MultiHeadAttention inside {what}", mha, x)
-        for weights in attention_weights_of(mha):
-            if close(got, sdpa_attention(x, weights, mha.num_heads)):
-                return weights
+def _checked_attention(inst: Instance, mha: nn.Module, y: Tensor, what: str) -> AttentionWeights:
+    """The attention weights, once the student's MultiHeadAttention is known to be right on ``y``."""
+    label = f"the MultiHeadAttention inside {what}"
+    got = as_tensor(inst.call(y, label=label, path=path_of(inst.mirror, mha), no_grad=True).output, label)
+    for weights in attention_candidates(mha, what):
+        if close(got, sdpa_attention(y, weights, mha.num_heads)):
+            return weights
     fail(
         f"{what}: the MultiHeadAttention inside does not match scaled_dot_product_attention. "
         "Fix it first: run check_multi_head_attention(MultiHeadAttention) from notebook 04."
     )
 
 
-def reference_layer(block: nn.Module, x: torch.Tensor, what: str, norm_first: bool = True):
-    """The ``nn.TransformerEncoderLayer`` holding a copy of the student's block's weights."""
-    if any(isinstance(m, FORBIDDEN) for m in block.modules()):
+def reference_layer(
+    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
+) -> nn.TransformerEncoderLayer:
+    """The ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block`` (a part of
+    ``inst.mirror``), whose input is ``x``; its attention is called once on the first norm of ``x``."""
+    if builds_on_torch_transformer(block):
         fail(
             f"{what}: build the block from your own MultiHeadAttention, ResidualAdd and "
             "FeedForwardBlock; PyTorch's Transformer layers are what it is checked against."
@@ -79,13 +85,14 @@ def reference_layer(block: nn.Module, x: torch.Tensor, what: str, norm_first: bo
     linears = [m for m in find_layers(block, nn.Linear) if id(m) not in in_attention]
     if len(linears) != 2:
         fail(f"{what}: expected a FeedForwardBlock with two nn.Linear layers, found {len(linears)}.")
-    weights = _checked_attention(mha, norms[0](x).detach(), what)
+    with torch.no_grad():
+        weights = _checked_attention(inst, mha, norms[0](x), what)
     return torch_encoder_layer(tuple(norms), weights, tuple(linears), mha.num_heads, norm_first).eval()
 
 
-def _block_mistakes(block: nn.Module, x: torch.Tensor, what: str) -> list[Mistake]:
-    layer = reference_layer(block, x, what)
-
+def _block_mistakes(
+    inst: Instance, block: nn.Module, layer: nn.TransformerEncoderLayer, x: Tensor, what: str
+) -> list[Mistake]:
     def attention(y):
         return layer._sa_block(y, None, None)
 
@@ -101,7 +108,7 @@ def _block_mistakes(block: nn.Module, x: torch.Tensor, what: str) -> list[Mistak
             "post-norm instead of pre-norm",
             "ViT normalises before each sublayer: x + MHA(LayerNorm(x)), then "
             "x + FFN(LayerNorm(x)); post-norm is LayerNorm(x + MHA(x)).",
-            lambda: reference_layer(block, x, what, norm_first=False)(x),
+            lambda: reference_layer(inst, block, x, what, norm_first=False)(x),
         ),
         Mistake(
             "the residual is missing around attention",
@@ -133,37 +140,26 @@ def check_encoder_block(
     seed: int = 0,
 ) -> None:
     """The block against ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")``."""
+    student = subject(TransformerEncoderBlock, "TransformerEncoderBlock")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
-    for device in check_devices():
-        what = call_text("TransformerEncoderBlock", **kwargs)
-        block = build(TransformerEncoderBlock, seed, **kwargs).to(device, dtype)
-        heads = _attention_module(block, what).num_heads
+    what = call_text("TransformerEncoderBlock", **kwargs)
+    for device in student.devices():
+        block = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        heads = _attention_module(block.mirror, what).num_heads
         if heads != num_heads:
             fail(
                 f"{what}: its MultiHeadAttention has num_heads={heads}, expected {num_heads}: "
                 "pass **kwargs on to MultiHeadAttention(emb_size, **kwargs)."
             )
-        randomise_norms(block, seed)
-        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
         label = f"{what}(x){on(device)}"
-        before = x.clone()
+        result = block.call(x, label=label, no_grad=True, allow_changes=True)
+        if result.changed_inputs:
+            fail(f"{label} changed its input x: is a residual added in place (x += ...)?")
+        got = as_tensor(result.output, label)
         with torch.no_grad():
-            got = as_tensor(run_student(label, block, x), label)
-            if not torch.equal(x, before):
-                fail(f"{label} changed its input x: is a residual added in place (x += ...)?")
-            expected = reference_layer(block, x, what)(x)
-            expect_close(got, expected, label, _block_mistakes(block, x, what))
-
-
-def randomise_norms(module: nn.Module, seed: int) -> None:
-    """Give each LayerNorm its own scale and shift, so that a swapped, shared, missing or misplaced
-    one shows in the output."""
-    with torch.no_grad():
-        for i, norm in enumerate(find_layers(module, nn.LayerNorm)):
-            if norm.weight is not None:
-                norm.weight.copy_(1 + 0.5 * random_tensor(*norm.weight.shape, seed=seed + 10 + i))
-            if norm.bias is not None:
-                norm.bias.copy_(0.5 * random_tensor(*norm.bias.shape, seed=seed + 50 + i))
+            layer = reference_layer(block, block.mirror, x, what)
+            expect_close(got, layer(x), label, _block_mistakes(block, block.mirror, layer, x, what))
 
 
 @check
@@ -178,13 +174,15 @@ def check_encoder(
     seed: int = 0,
 ) -> None:
     """``TransformerEncoder(depth, **kwargs)``: depth distinct blocks applied in turn."""
+    student = subject(TransformerEncoder, "TransformerEncoder")
+    block_class = name_of(TransformerEncoderBlock, "TransformerEncoderBlock")
     kwargs = dict(depth=depth, emb_size=emb_size, num_heads=num_heads)
     what = call_text("TransformerEncoder", **kwargs)
-    for device in check_devices():
-        encoder = build(TransformerEncoder, seed, **kwargs).to(device)
-        blocks = [m for m in encoder.modules() if isinstance(m, TransformerEncoderBlock)]
-        entries = [m for c in encoder.modules() for m in c._modules.values()]  # repeats kept
-        if sum(isinstance(m, TransformerEncoderBlock) for m in entries) >= depth > len(blocks):
+    for device in student.devices():
+        encoder = student.build(seed, device=device, label=what, **kwargs)
+        blocks = [m for m in encoder.mirror.modules() if m.student_class == block_class]
+        slots = [m for m in entries(encoder.mirror) if m.student_class == block_class]  # repeats kept
+        if len(slots) >= depth > len(blocks):
             fail(
                 f"{what} holds the same block {depth} times, so every layer shares one set of "
                 "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "
@@ -198,14 +196,13 @@ def check_encoder(
                 f"{what}: the blocks' attention has num_heads {sorted(heads)}, expected "
                 f"{num_heads}: pass **kwargs on to every TransformerEncoderBlock."
             )
-        randomise_norms(encoder, seed)
-        x = random_tensor(batch, seq_len, emb_size, seed=seed, device=device)
+        x = random_tensor(batch, seq_len, emb_size, seed=seed)
         label = f"{what}(x){on(device)}"
+        got = as_tensor(encoder.call(x, label=label, no_grad=True).output, label)
         with torch.no_grad():
-            got = as_tensor(run_student(label, encoder, x), label)
             expected = x
             for block in blocks:
-                expected = reference_layer(block, expected, what)(expected)
+                expected = reference_layer(encoder, block, expected, what)(expected)
             expect_close(got, expected, label, hint="The blocks are applied one after another.")
 
 
@@ -231,6 +228,7 @@ def check_parameter_count(vit_parameter_count: Callable) -> None:
     """``vit_parameter_count(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_classes)``."""
     from course_utils.reference import vit_parameter_count as reference
 
+    student = subject(vit_parameter_count, "vit_parameter_count")
     cases = [  # (patch, emb, depth, heads, mlp, img, channels, classes): ViT-B/16, L/16, H/14, a tiny one
         (16, 768, 12, 12, 3072, 224, 3, 1000),
         (16, 1024, 24, 16, 4096, 224, 3, 1000),
@@ -248,11 +246,12 @@ def check_parameter_count(vit_parameter_count: Callable) -> None:
             n_classes=classes,
         )
         what = call_text("vit_parameter_count", **args)
-        got = run_student(what, vit_parameter_count, **args)
+        got = student.call(label=what, **args).output
         expected = reference(patch, emb, depth, heads, mlp, img, channels, classes)
         if not isinstance(got, numbers.Integral) or isinstance(got, bool):
+            kind = opaque_name(got) or type(got).__name__
             fail(
-                f"{what} returned a {type(got).__name__}; expected an int (use // for the "
+                f"{what} returned a {kind}; expected an int (use // for the "
                 "number of patches, and int() around anything from numpy or math)."
             )
         if got == expected:

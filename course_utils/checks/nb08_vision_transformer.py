@@ -1,22 +1,34 @@
 """Checks of notebook 08: the patch embedding with its tokens, the classification head, the ViT.
 
-``check_vit`` judges the assembled model by its structure (one attention per block, ``num_heads``
-passed on), its output shape, the gradients reaching every parameter and its parameter count
-against :func:`course_utils.reference.vit_parameter_count`; ``check_overfits`` trains a tiny one
-on random images and asks that it memorises them.
+The student's modules get the judge's weights; every expected output is computed from the judge's copy
+of them (the mirror), on the judge's inputs. ``check_vit`` judges the assembled model by its structure
+(one attention per block, ``num_heads`` passed on), its output shape, the gradients reaching every
+parameter and its parameter count against :func:`course_utils.reference.vit_parameter_count`, then its
+output against a ViT assembled from its own parts: the PatchEmbedding, each encoder block as an
+``nn.TransformerEncoderLayer`` and the head. ``check_overfits`` trains a tiny one on random images and
+asks that it memorises them.
 """
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_utils.checks.nb07_transformer_encoder import randomise_norms
 from course_utils.checks.nb02_patch_embedding import reference_outputs as patch_projections
-from course_utils.device import check_devices
+from course_utils.checks.nb07_transformer_encoder import builds_on_torch_transformer, reference_layer
+from course_utils.checks.parts import (
+    GRAD_SEED,
+    attention_modules,
+    expect_trained,
+    find_layers,
+    is_attention,
+    path_of,
+)
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -25,11 +37,11 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import find_layers, vit_parameter_count
+from course_utils.judge import Instance, subject
+from course_utils.mirror import parameter_count
+from course_utils.reference import vit_parameter_count
 
-FORBIDDEN = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
 VIT_B16 = dict(
     in_channels=3, patch_size=16, emb_size=768, img_size=224, depth=12, n_classes=1000, num_heads=12
 )
@@ -38,10 +50,8 @@ PARTS = (
     "in_channels, patch_size, emb_size and img_size, the TransformerEncoder depth, emb_size and the "
     "other keyword arguments, the ClassificationHead emb_size and n_classes"
 )
-
-
-def _is_attention(module: nn.Module) -> bool:
-    return hasattr(module, "projection") and (hasattr(module, "queries") or hasattr(module, "qkv"))
+CLASS_TOKEN = ("cls", "class")  # what the class token's name holds
+SCALE, SHIFT = ("gamma", "weight", "scale"), ("beta", "bias", "shift")  # a hand-written LayerNorm's names
 
 
 # ----------------------------------------------------------------------------------------------
@@ -49,12 +59,39 @@ def _is_attention(module: nn.Module) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _one_parameter(module: nn.Module, keys: tuple[str, ...], numel: int, what: str, wanted: str) -> Tensor:
+def _one_parameter(
+    module: nn.Module, keys: tuple[str, ...], numel: int, what: str, wanted: str
+) -> tuple[str, Tensor]:
     found = [(n, p) for n, p in module.named_parameters() if any(k in n.lower() for k in keys)]
     if len(found) != 1 or found[0][1].numel() != numel:
         names = ", ".join(f"`{n}` {tuple(p.shape)}" for n, p in found) or "none"
         fail(f"{what}: expected {wanted}; found {names}.")
-    return found[0][1]
+    return found[0]
+
+
+def _tokens(part: nn.Module, emb_size: int, tokens: int, what: str) -> tuple[tuple[str, Tensor], ...]:
+    """(name, judge's value) of a PatchEmbedding's class token and of its position table."""
+    cls_token = _one_parameter(
+        part, CLASS_TOKEN, emb_size, what, f"one class token `cls_token` of {emb_size} values"
+    )
+    positions = _one_parameter(
+        part,
+        ("position",),
+        tokens * emb_size,
+        what,
+        f"learned positions `positions`, one row per token: ({tokens}, {emb_size})",
+    )
+    return cls_token, positions
+
+
+def _embedded(
+    part: nn.Module, x: Tensor, patch_size: int, cls_token: Tensor, positions: Tensor, what: str
+) -> list[Tensor]:
+    """What a correct PatchEmbedding with the mirror's weights may give (one per patch layout)."""
+    emb_size = cls_token.numel()
+    cls = cls_token.reshape(1, 1, emb_size).expand(len(x), 1, emb_size)
+    table = positions.reshape(-1, emb_size)
+    return [torch.cat([cls, p], dim=1) + table for p in patch_projections(part, x, patch_size, what)]
 
 
 @check
@@ -68,24 +105,17 @@ def check_vit_patch_embedding(
     seed: int = 0,
 ) -> None:
     """``PatchEmbedding(...)(x)``: the patch tokens, a class token in front, learned positions added."""
+    student = subject(PatchEmbedding, "PatchEmbedding")
     kwargs = dict(in_channels=in_channels, patch_size=patch_size, emb_size=emb_size, img_size=img_size)
     what = call_text("PatchEmbedding", **kwargs)
     tokens = (img_size // patch_size) ** 2 + 1
-    for device in check_devices():
-        module = build(PatchEmbedding, seed, **kwargs).to(device)
-        cls_token = _one_parameter(
-            module, ("cls", "class"), emb_size, what, f"one class token `cls_token` of {emb_size} values"
-        )
-        positions = _one_parameter(
-            module,
-            ("position",),
-            tokens * emb_size,
-            what,
-            f"learned positions `positions`, one row per token: ({tokens}, {emb_size})",
-        )
-        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed, device=device)
+    for device in student.devices():
+        module = student.build(seed, device=device, label=what, **kwargs)
+        (cls_name, cls_token), (positions_name, positions) = _tokens(module.mirror, emb_size, tokens, what)
+        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed)
         label = f"{what}(x){on(device)}"
-        got = as_tensor(run_student(label, module, x), label)
+        result = module.call(x, label=label, grad=GRAD_SEED)
+        got = as_tensor(result.output, label)
         expect_shape(
             got,
             (batch, tokens, emb_size),
@@ -93,11 +123,8 @@ def check_vit_patch_embedding(
             f"{tokens - 1} patch tokens and the class token in front: N + 1 = {tokens} tokens.",
         )
         with torch.no_grad():
-            cls = cls_token.reshape(1, 1, emb_size).expand(batch, 1, emb_size)
             table = positions.reshape(tokens, emb_size)
-            candidates = [
-                torch.cat([cls, p], dim=1) + table for p in patch_projections(module, x, patch_size, what)
-            ]
+            candidates = _embedded(module.mirror, x, patch_size, cls_token, positions, what)
             if not any(close(got, expected) for expected in candidates):
                 projected = candidates[0] - table
                 expect_close(
@@ -117,12 +144,13 @@ def check_vit_patch_embedding(
                         ),
                     ],
                 )
-        if not got.requires_grad:
+        if result.no_graph or result.param_grads is None:
             fail(f"{label}: the result does not require grad: is forward run under torch.no_grad()?")
-        grads = torch.autograd.grad(got.sum(), [cls_token, positions], allow_unused=True)
-        for name, grad in zip(("cls_token", "positions"), grads, strict=True):
-            if grad is None:
-                fail(f"{label}: no gradient reaches `{name}`; use the Parameter itself, not .data or a copy.")
+        for shown, name in (("cls_token", cls_name), ("positions", positions_name)):
+            if result.param_grads.get(name) is None:
+                fail(
+                    f"{label}: no gradient reaches `{shown}`; use the Parameter itself, not .data or a copy."
+                )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,8 +158,7 @@ def check_vit_patch_embedding(
 # ----------------------------------------------------------------------------------------------
 
 
-def _head_linear(head: nn.Module, emb_size: int, n_classes: int, what: str) -> nn.Linear:
-    linears = find_layers(head, nn.Linear)
+def _head_linear(linears: list[nn.Module], emb_size: int, n_classes: int, what: str) -> nn.Linear:
     if len(linears) != 1:
         fail(f"{what}: expected one nn.Linear(emb_size, n_classes), found {len(linears)} Linear layers.")
     linear = linears[0]
@@ -141,6 +168,40 @@ def _head_linear(head: nn.Module, emb_size: int, n_classes: int, what: str) -> n
             f"emb_size -> n_classes = {emb_size} -> {n_classes}."
         )
     return linear
+
+
+def _scale_and_shift(module: nn.Module, emb_size: int) -> tuple[Tensor, Tensor] | None:
+    """A hand-written LayerNorm's scale and shift: a part with two parameters of shape (emb_size,),
+    told apart by their names (gamma/weight/scale, beta/bias/shift), else by their order."""
+    own = list(module.named_parameters(recurse=False))
+    if len(own) != 2 or any(tuple(p.shape) != (emb_size,) for _, p in own):
+        return None
+    scales = [p for n, p in own if any(k in n.lower() for k in SCALE)]
+    shifts = [p for n, p in own if any(k in n.lower() for k in SHIFT)]
+    if len(scales) == len(shifts) == 1 and scales[0] is not shifts[0]:
+        return scales[0], shifts[0]
+    return own[0][1], own[1][1]
+
+
+def _head_norm(modules: list[nn.Module], emb_size: int, what: str) -> Callable[[Tensor], Tensor]:
+    """The head's LayerNorm with the judge's weights: an nn.LayerNorm of the mirror, or a hand-written
+    one read off it; where there is none, a plain normalisation, so that a missing one is named."""
+    norms = [m for m in modules if isinstance(m, nn.LayerNorm)]
+    if len(norms) > 1:
+        fail(f"{what}: expected one nn.LayerNorm(emb_size), found {len(norms)}.")
+    if norms:
+        return norms[0]
+    for module in modules:
+        found = _scale_and_shift(module, emb_size)
+        if found is not None:
+            eps = getattr(module, "eps", None)
+            eps = float(eps) if isinstance(eps, int | float) and not isinstance(eps, bool) else 1e-5
+            return lambda v: F.layer_norm(v, (emb_size,), *found, eps=eps)
+    return lambda v: F.layer_norm(v, (emb_size,))
+
+
+def _pooled(x: Tensor, pool: str) -> Tensor:
+    return x.mean(dim=1) if pool == "mean" else x[:, 0]
 
 
 def _head_mistakes(x: Tensor, pool: str, norm, linear: nn.Linear) -> list[Mistake]:
@@ -202,46 +263,36 @@ def check_classification_head(
 ) -> None:
     """``ClassificationHead(emb_size, n_classes, pool)``: pool the tokens, LayerNorm, Linear.
 
-    The reference is computed with the student's own LayerNorm and Linear (given random scales
-    and shifts first). With ``seq_len == emb_size`` pooling over the wrong axis still runs, and
-    is named.
+    The reference is computed with the judge's copy of the head's LayerNorm (an nn.LayerNorm or a
+    hand-written one) and Linear. With ``seq_len == emb_size`` pooling over the wrong axis still runs,
+    and is named.
     """
-    for device in check_devices():
+    student = subject(ClassificationHead, "ClassificationHead")
+    for device in student.devices():
         for pool in pools:
             kwargs = dict(emb_size=emb_size, n_classes=n_classes, pool=pool)
             what = call_text("ClassificationHead", **kwargs)
-            head = build(ClassificationHead, seed, **kwargs).to(device, dtype)
-            linear = _head_linear(head, emb_size, n_classes, what)
-            norms = find_layers(head, nn.LayerNorm)
-            if len(norms) > 1:
-                fail(f"{what}: expected one nn.LayerNorm(emb_size), found {len(norms)}.")
-            randomise_norms(head, seed)
-            x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype, device=device)
+            head = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+            linear = _head_linear(find_layers(head.mirror, nn.Linear), emb_size, n_classes, what)
+            norm = _head_norm(list(head.mirror.modules()), emb_size, what)
+            x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
             label = f"{what}(x of shape {tuple(x.shape)}){on(device)}"
+            got = as_tensor(head.call(x, label=label, no_grad=True).output, label)
+            if tuple(got.shape) == (seq_len, n_classes) and seq_len != batch:
+                fail(
+                    f"{label}: expected shape {(batch, n_classes)}, got {tuple(got.shape)}: this is "
+                    "the known mistake pooled over the batch axis. Hint: average over the tokens, "
+                    "keeping one vector per image: Reduce('b n e -> b e', reduction='mean')."
+                )
+            if tuple(got.shape) == (batch, seq_len, n_classes):
+                fail(
+                    f"{label}: expected shape {(batch, n_classes)}, got {tuple(got.shape)}: the "
+                    "tokens are not pooled. Hint: one vector per image goes into the Linear, the "
+                    "mean of all tokens (pool='mean') or the class token x[:, 0] (pool='cls')."
+                )
+            expect_shape(got, (batch, n_classes), label, "One row of n_classes scores per image.")
             with torch.no_grad():
-                got = as_tensor(run_student(label, head, x), label)
-                if tuple(got.shape) == (seq_len, n_classes) and seq_len != batch:
-                    fail(
-                        f"{label}: expected shape {(batch, n_classes)}, got {tuple(got.shape)}: this is "
-                        "the known mistake pooled over the batch axis. Hint: average over the tokens, "
-                        "keeping one vector per image: Reduce('b n e -> b e', reduction='mean')."
-                    )
-                if tuple(got.shape) == (batch, seq_len, n_classes):
-                    fail(
-                        f"{label}: expected shape {(batch, n_classes)}, got {tuple(got.shape)}: the "
-                        "tokens are not pooled. Hint: one vector per image goes into the Linear, the "
-                        "mean of all tokens (pool='mean') or the class token x[:, 0] (pool='cls')."
-                    )
-                expect_shape(got, (batch, n_classes), label, "One row of n_classes scores per image.")
-                if norms:
-                    norm = norms[0]
-                else:  # a hand-written LayerNorm starts as scale 1, shift 0
-
-                    def norm(v: Tensor) -> Tensor:
-                        return F.layer_norm(v, v.shape[-1:])
-
-                pooled = x.mean(dim=1) if pool == "mean" else x[:, 0]
-                expected = linear(norm(pooled))
+                expected = linear(norm(_pooled(x, pool)))
                 expect_close(got, expected, label, _head_mistakes(x, pool, norm, linear))
 
 
@@ -265,14 +316,9 @@ def _parts(
     }
 
 
-def _check_parameter_count(ViT: type, kwargs: dict, meta: bool) -> None:
-    what = call_text("ViT", **kwargs)
-    if meta:  # the weights' shapes without their memory: ViT-B/16 costs nothing
-        with torch.device("meta"):
-            model = build(ViT, 0, **kwargs)
-    else:
-        model = build(ViT, 0, **kwargs)
-    got = sum(p.numel() for p in model.parameters())
+def _check_parameter_count(model: Instance, kwargs: dict) -> None:
+    """The number of parameters of ``model`` (built with ``kwargs``) against a ViT's."""
+    got = parameter_count(model.structure)
     k = kwargs
     expected = vit_parameter_count(
         k["patch_size"],
@@ -288,6 +334,7 @@ def _check_parameter_count(ViT: type, kwargs: dict, meta: bool) -> None:
         return
     difference, parts = got - expected, _parts(**kwargs)
     more = "more" if difference > 0 else "fewer"
+    what = call_text("ViT", **kwargs)
     message = f"{what} has {got:,} parameters, expected {expected:,}: {abs(difference):,} {more}"
     for name, size in parts.items():
         if abs(difference) == size:
@@ -306,15 +353,15 @@ def _check_parameter_count(ViT: type, kwargs: dict, meta: bool) -> None:
     fail(f"{message}. Hint: {PARTS}.")
 
 
-def _check_structure(model: nn.Module, what: str, depth: int, num_heads: int) -> None:
-    if any(isinstance(m, FORBIDDEN) for m in model.modules()):
+def _check_structure(mirror: nn.Module, what: str, depth: int, num_heads: int) -> None:
+    if builds_on_torch_transformer(mirror):
         fail(
             f"{what}: build the ViT from your own blocks; PyTorch's Transformer layers are what "
             "the earlier notebooks checked them against."
         )
-    entries = [m for _, m in model.named_modules(remove_duplicate=False) if _is_attention(m)]
-    distinct = list({id(m): m for m in entries}.values())
-    if len(entries) >= depth > len(distinct):
+    slots = [m for _, m in mirror.named_modules(remove_duplicate=False) if is_attention(m)]  # repeats kept
+    distinct = attention_modules(mirror)
+    if len(slots) >= depth > len(distinct):
         fail(
             f"{what} holds the same encoder block {depth} times, so every layer shares one set of "
             "weights ([block] * depth). Hint: TransformerEncoder(depth, ...) creates depth new blocks."
@@ -337,6 +384,74 @@ def _check_structure(model: nn.Module, what: str, depth: int, num_heads: int) ->
         )
 
 
+def _embedding_part(mirror: nn.Module, what: str) -> nn.Module:
+    """The ViT's PatchEmbedding: the part that holds the class token (and no attention)."""
+    owners = [
+        m
+        for m in mirror.modules()
+        if any(k in n.lower() for n, _ in m.named_parameters(recurse=False) for k in CLASS_TOKEN)
+    ]
+    if len(owners) != 1 or attention_modules(owners[0]):
+        fail(
+            f"{what}: expected one PatchEmbedding part holding the projection, the class token "
+            f"`cls_token` and the positions, ahead of the encoder: {PARTS}."
+        )
+    return owners[0]
+
+
+def _blocks(mirror: nn.Module, what: str) -> list[nn.Module]:
+    """The encoder block around each attention module: the nearest part holding two LayerNorms."""
+    blocks = []
+    for mha in attention_modules(mirror):
+        names = path_of(mirror, mha).split(".")
+        around = (mirror.get_submodule(".".join(names[:i])) for i in range(len(names) - 1, -1, -1))
+        block = next((m for m in around if len(find_layers(m, nn.LayerNorm)) >= 2), None)
+        if block is None:
+            fail(
+                f"{what}: no encoder block around its MultiHeadAttention `{'.'.join(names)}`: a block "
+                "holds two nn.LayerNorm, the attention and a FeedForwardBlock (notebook 07)."
+            )
+        blocks.append(block)
+    return blocks
+
+
+def _head(
+    mirror: nn.Module, parts: list[nn.Module], emb_size: int, n_classes: int, what: str
+) -> tuple[nn.Linear, Callable[[Tensor], Tensor], tuple[str, ...]]:
+    """The head's Linear and LayerNorm (what lies outside the PatchEmbedding and the blocks) and the
+    poolings it may use: its ``pool`` attribute, or either where it keeps none."""
+    inside = {id(m) for part in parts for m in part.modules()}
+    rest = [m for m in mirror.modules() if id(m) not in inside]
+    linear = _head_linear(
+        [m for m in rest if isinstance(m, nn.Linear)], emb_size, n_classes, f"{what}'s head"
+    )
+    norm = _head_norm(rest, emb_size, f"{what}'s head")
+    pools = [m.pool for m in rest if getattr(m, "pool", None) in ("mean", "cls")]
+    return linear, norm, tuple(pools[:1]) or ("mean", "cls")
+
+
+def _assembled(model: Instance, x: Tensor, kwargs: dict, what: str) -> list[Tensor]:
+    """The logits of a ViT assembled from the mirror's parts: PatchEmbedding, each encoder block as an
+    nn.TransformerEncoderLayer, pooling, LayerNorm, Linear; one per patch layout and pooling allowed."""
+    mirror, patch_size, emb_size = model.mirror, kwargs["patch_size"], kwargs["emb_size"]
+    embedding = _embedding_part(mirror, what)
+    tokens = (kwargs["img_size"] // patch_size) ** 2 + 1
+    (_, cls_token), (_, positions) = _tokens(embedding, emb_size, tokens, what)
+    inputs = _embedded(embedding, x, patch_size, cls_token, positions, what)
+    blocks = _blocks(mirror, what)
+    layers, h = [], inputs[0]
+    for i, block in enumerate(blocks):
+        layers.append(reference_layer(model, block, h, f"encoder block {i + 1} of {what}"))
+        h = layers[-1](h)
+    linear, norm, pools = _head(mirror, [embedding, *blocks], emb_size, kwargs["n_classes"], what)
+    logits = []
+    for h in inputs:
+        for layer in layers:
+            h = layer(h)
+        logits += [linear(norm(_pooled(h, pool))) for pool in pools]
+    return logits
+
+
 @check
 def check_vit(
     ViT: type,
@@ -353,9 +468,10 @@ def check_vit(
     """``ViT(in_channels, patch_size, emb_size, img_size, depth, n_classes, num_heads=...)``.
 
     Its structure (depth distinct attention modules with ``num_heads``), output shape, gradients
-    reaching every parameter, and parameter count, for this configuration and for ViT-B/16 (built
-    on the meta device).
+    reaching every parameter, parameter count, for this configuration and for ViT-B/16 (built on the
+    meta device), and then its output against a ViT assembled from its own parts.
     """
+    student = subject(ViT, "ViT")
     kwargs = dict(
         in_channels=in_channels,
         patch_size=patch_size,
@@ -366,15 +482,17 @@ def check_vit(
         num_heads=num_heads,
     )
     what = call_text("ViT", **kwargs)
-    for device in check_devices():
-        model = build(ViT, seed, **kwargs).to(device)
-        _check_structure(model, what, depth, num_heads)
-        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed, device=device)
+    runs = []
+    for device in student.devices():
+        model = student.build(seed, device=device, label=what, **kwargs)
+        _check_structure(model.mirror, what, depth, num_heads)
+        x = random_tensor(batch, in_channels, img_size, img_size, seed=seed)
         label = f"{what}(x of shape {tuple(x.shape)}){on(device)}"
         try:
-            got = as_tensor(run_student(label, model, x), label)
+            result = model.call(x, label=label, grad=GRAD_SEED)
+            got = as_tensor(result.output, label)
         except AssertionError as err:
-            raise AssertionError(f"{err}\nHint: {PARTS}. Is every size passed on?") from err
+            raise AssertionError(f"{err}\nHint: {PARTS}. Is every size passed on?") from err.__cause__
         expect_shape(
             got,
             (batch, n_classes),
@@ -382,21 +500,22 @@ def check_vit(
             "A ViT gives one row of n_classes scores per image: (b, c, h, w) -> (b, N + 1, e) "
             "-> (b, N + 1, e) -> (b, n_classes).",
         )
-        if not got.requires_grad:
-            fail(
-                f"{label}: the result does not require grad, so no parameter would be trained: "
-                "is part of forward run under torch.no_grad(), or detached?"
-            )
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        grads = torch.autograd.grad(got.sum(), [p for _, p in named], allow_unused=True)
-        missing = [n for (n, _), g in zip(named, grads, strict=True) if g is None]
-        if missing:
-            fail(
-                f"{label}: no gradient reaches {', '.join(f'`{n}`' for n in missing[:4])}"
-                f"{' ...' if len(missing) > 4 else ''}: is part of the model skipped, or detached?"
-            )
-    _check_parameter_count(ViT, kwargs, meta=False)
-    _check_parameter_count(ViT, VIT_B16, meta=True)
+        expect_trained(result, label)
+        runs.append((model, x, got, label))
+    _check_parameter_count(runs[0][0], kwargs)
+    b16 = student.build(0, meta=True, label=call_text("ViT", **VIT_B16), **VIT_B16)
+    _check_parameter_count(b16, VIT_B16)
+    for model, x, got, label in runs:
+        with torch.no_grad():
+            candidates = _assembled(model, x, kwargs, what)
+            if not any(close(got, expected) for expected in candidates):
+                expect_close(
+                    got,
+                    candidates[0],
+                    f"{label} does not match a ViT assembled from its own parts",
+                    hint="A ViT applies its PatchEmbedding, then each encoder block in turn, then the "
+                    "ClassificationHead (pooling, LayerNorm, Linear), and nothing else.",
+                )
 
 
 @check
@@ -405,6 +524,7 @@ def check_overfits(ViT: type, steps: int = 100, lr: float = 1e-3, n_images: int 
 
     A correct model reaches 100% training accuracy in about 15–35 steps; ``steps`` leaves room.
     """
+    student = subject(ViT, "ViT")
     kwargs = dict(in_channels=3, patch_size=4, emb_size=32, img_size=16, depth=2, n_classes=10, num_heads=4)
     what = call_text("ViT", **kwargs)
     generator = torch.Generator().manual_seed(seed)
@@ -413,33 +533,21 @@ def check_overfits(ViT: type, steps: int = 100, lr: float = 1e-3, n_images: int 
     task = (
         f"{what} trained with Adam(lr={lr}) for {steps} steps on {n_images} random images with random labels"
     )
-    for device in check_devices():
-        model = build(ViT, seed, **kwargs).to(device).train()
-        x, y = images.to(device), labels.to(device)
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        if not parameters:
+    for device in student.devices():
+        model = student.build(seed, device=device, label=what, **kwargs)
+        label = f"{what}(x of shape {tuple(images.shape)}){on(device)}"
+        losses, logits, reply = model.train_steps(images, labels, steps, lr, classes=10, label=label)
+        if reply.get("no_parameters"):
             fail(f"{what} has no trainable parameters.")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a tiny model: more threads cost more than they give
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                optimizer = torch.optim.Adam(parameters, lr=lr)
-                for step in range(steps):
-                    label = f"{what}(x of shape {tuple(x.shape)}){on(device)}"
-                    logits = as_tensor(run_student(label, model, x), label)
-                    expect_shape(logits, (n_images, 10), label, "One row of n_classes scores per image.")
-                    loss = F.cross_entropy(logits.float(), y)
-                    if not torch.isfinite(loss):
-                        fail(f"{task}{on(device)}: the loss is {loss.item()} at step {step}.")
-                    optimizer.zero_grad()
-                    run_student(f"the backward pass through {label}", loss.backward)
-                    optimizer.step()
-        finally:
-            torch.set_num_threads(threads)
-        model.eval()
-        with torch.no_grad():
-            accuracy = (run_student(f"{what}(x)", model, x).argmax(-1) == y).float().mean().item()
+        if "bad_output" in reply:  # ask again, for what it gave
+            got = as_tensor(model.call(images, label=label, mode="train", no_grad=True).output, label)
+            expect_shape(got, (n_images, 10), label, "One row of n_classes scores per image.")
+            fail(f"{label}: while training, it gave something other than scores of shape {(n_images, 10)}.")
+        if losses and not math.isfinite(losses[-1]):
+            fail(f"{task}{on(device)}: the loss is {losses[-1]} at step {len(losses) - 1}.")
+        logits = as_tensor(logits, f"{what}(x)")
+        expect_shape(logits, (n_images, 10), f"{what}(x)", "One row of n_classes scores per image.")
+        accuracy = (logits.argmax(-1) == labels).float().mean().item()
         if accuracy < 1:
             fail(
                 f"{task}{on(device)} reaches {accuracy:.0%} training accuracy, expected 100%: a correct "

@@ -1,29 +1,27 @@
 """Checks of notebook 09: masks, cross-attention, the decoder block, causality and shift right.
 
-References come from PyTorch: ``nn.Transformer.generate_square_subsequent_mask`` for the causal
-mask, ``F.scaled_dot_product_attention`` for cross-attention and ``nn.TransformerDecoderLayer``
-(holding a copy of the student's weights) for the decoder block. Known mistakes are recognised
-by recomputing the output the mistake would give.
+The student's modules get the judge's weights; every reference and known mistake is computed from the
+judge's copy of them (the mirror) on the judge's inputs: ``nn.Transformer.generate_square_subsequent_mask``
+for the causal mask, ``F.scaled_dot_product_attention`` for cross-attention and
+``nn.TransformerDecoderLayer`` holding the mirror's weights for the decoder block. Causality needs no
+reference: the student's outputs are compared with each other.
 """
 
-import inspect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from itertools import permutations, product
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from course_utils.checks import parts
 from course_utils.checks.nb04_multi_head_attention import SHORTCUTS
 from course_utils.checks.nb04_multi_head_attention import attention_mistakes as self_attention_mistakes
-from course_utils.checks.nb07_transformer_encoder import randomise_norms
-from course_utils.device import check_devices
 from course_utils.feedback import (
     Mistake,
     as_tensor,
-    build,
     call_text,
     check,
     close,
@@ -34,16 +32,11 @@ from course_utils.feedback import (
     forbid_calls,
     on,
     random_tensor,
-    run_student,
 )
-from course_utils.reference import (
-    AttentionWeights,
-    attention_weights_of,
-    find_layers,
-    sdpa_attention,
-    split_heads,
-    torch_decoder_layer,
-)
+from course_utils.judge import Instance, Result, name_of, subject
+from course_utils.mirror import build_mirror
+from course_utils.probe import describe
+from course_utils.reference import AttentionWeights, sdpa_attention, split_heads, torch_decoder_layer
 from course_utils.sequences import BOS, EOS, PAD, VOCAB_SIZE
 
 EXACT = (0.0, 0.0)
@@ -53,10 +46,33 @@ FP16_HINT = (
 )
 
 
+def _maybe(fn: Callable[[], Tensor]) -> Callable[[], Tensor | None]:
+    """A mistake's output, or None where the mistake cannot even run at these shapes."""
+
+    def output() -> Tensor | None:
+        try:
+            return fn()
+        except RuntimeError:
+            return None
+
+    return output
+
+
+def _name_the_mistake(err: AssertionError, got: Tensor, mistakes: list[Mistake], other: str) -> None:
+    """The call that raised runs when ``other`` is as long as x: name the known mistake it then shows."""
+    for mistake in mistakes:
+        variant = mistake.output()
+        if variant is not None and close(got, variant.to(got.dtype)):
+            fail(
+                f"{err}\nWith a {other} as long as x it runs, and matches a known mistake: "
+                f"{mistake.name}.\nHint: {mistake.hint}"
+            )
+
+
 # ----------------------------------------------------------------------------- masks
-def _bool_result(got, what: str) -> Tensor:
+def _bool_result(got: Any, what: str) -> Tensor:
     """The student's mask as a tensor; a 0/1 mask of another dtype is named, not accepted."""
-    if isinstance(got, torch.Tensor) and got.dtype != torch.bool:
+    if isinstance(got, Tensor) and got.dtype != torch.bool:
         fail(
             f"{what} returned a tensor of dtype {got.dtype}; the course's masks are boolean, "
             "True where attention is allowed. Create it with dtype=torch.bool or add .bool(): "
@@ -71,12 +87,12 @@ def _bool_result(got, what: str) -> Tensor:
 @check
 def check_causal_mask(causal_mask: Callable, sizes: tuple[int, ...] = (5,)) -> None:
     """``causal_mask(n)``: an (n, n) boolean mask, True on and below the diagonal."""
+    student = subject(causal_mask, "causal_mask")
     for n in sizes:
         what = f"causal_mask({n})"
-        got = _bool_result(run_student(what, causal_mask, n), what)
+        got = _bool_result(student.call(n, label=what).output, what)
         expect_shape(got, (n, n), what, "One row per query position, one column per key position.")
-        blocked = nn.Transformer.generate_square_subsequent_mask(n)  # 0 allowed, -inf blocked
-        expected = blocked == 0
+        expected = nn.Transformer.generate_square_subsequent_mask(n) == 0  # 0 allowed, -inf blocked
         ones = torch.ones(n, n, dtype=torch.bool)
         mistakes = [
             Mistake(
@@ -123,15 +139,11 @@ def check_padding_mask(
 ) -> None:
     """``padding_mask(tokens, pad)``: (b, 1, 1, n) boolean, True for real tokens (the keys)."""
     tokens, real = _tokens(batch, seq_len, pad, seed)
-    before = tokens.clone()
     what = f"padding_mask(tokens of shape {tuple(tokens.shape)}" + (f", pad={pad})" if pad != PAD else ")")
-    got = (
-        run_student(what, padding_mask, tokens)
-        if pad == PAD
-        else run_student(what, padding_mask, tokens, pad=pad)
-    )
-    got = _bool_result(got, what)
-    if not torch.equal(tokens, before):
+    options = {} if pad == PAD else {"pad": pad}
+    result = subject(padding_mask, "padding_mask").call(tokens, label=what, **options)
+    got = _bool_result(result.output, what)
+    if result.changed_inputs:
         fail(f"{what} changed the tokens it was given: compare, do not assign.")
     expected = real[:, None, None, :]
     if tuple(got.shape) != tuple(expected.shape):
@@ -170,13 +182,7 @@ def check_padding_mask(
 
 # ----------------------------------------------------------------------------- cross-attention
 def cross_sdpa(
-    x: Tensor,
-    context: Tensor,
-    weights: AttentionWeights,
-    num_heads: int,
-    mask: Tensor | None = None,
-    sources: str = "xcc",
-    after_softmax: bool = False,
+    x: Tensor, context: Tensor, w: AttentionWeights, heads: int, mask=None, sources="xcc", after_softmax=False
 ) -> Tensor:
     """Cross-attention through SDPA: queries from ``x``, keys and values from ``context``.
 
@@ -184,41 +190,36 @@ def cross_sdpa(
     mistakes; ``after_softmax`` applies the mask to the weights after the softmax.
     """
     inputs = {"x": x, "c": context}
-    q, k, v = (
-        split_heads(inputs[s], p, num_heads)
-        for s, p in zip(sources, (weights.q, weights.k, weights.v), strict=True)
-    )
+    q, k, v = (split_heads(inputs[s], p, heads) for s, p in zip(sources, (w.q, w.k, w.v), strict=True))
     if after_softmax:
-        eye = torch.eye(k.shape[-2], dtype=q.dtype, device=q.device).expand(*k.shape[:-1], -1)
-        att = F.scaled_dot_product_attention(q, k, eye)
-        out = (att * mask) @ v if mask is not None else att @ v
+        out = (parts.attention_matrix(q, k, q.shape[-1] ** -0.5, None) * mask) @ v
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.linear(rearrange(out, "b h n d -> b n (h d)"), *weights.out)
+    return F.linear(rearrange(out, "b h n d -> b n (h d)"), *w.out)
 
 
-def _attention_mask(kind: str | None, batch: int, n_query: int, n_key: int, device) -> Tensor | None:
-    """None; ``"padding"``: (b, 1, 1, n_key), later keys padded; ``"rectangular"``: (n_query, n_key)."""
-    if kind is None:
-        return None
-    keys = torch.arange(n_key, device=device)
-    if kind == "padding":
-        lengths = torch.arange(batch, device=device) % max(n_key - 1, 1) + (n_key + 1) // 2
-        return (keys < lengths[:, None])[:, None, None, :]
-    queries = torch.arange(n_query, device=device)
-    # a staircase: query i sees the first keys, more of them the later it comes; never none
-    return keys[None, :] * max(n_query - 1, 1) <= queries[:, None] * max(n_key - 1, 1)
+def _up(t: Tensor | None) -> Tensor | None:
+    """float16 and bfloat16 as float32, for a reference computed at full precision."""
+    return t if t is None or t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _call_attention(module, x, mask, context, label):
-    kwargs = {} if mask is None else {"mask": mask}
-    if context is not None:
-        kwargs["context"] = context
+def _float(w: AttentionWeights) -> AttentionWeights:
+    """The weights as :func:`_up` makes them."""
+    return AttentionWeights(*((_up(a), _up(b)) for a, b in (w.q, w.k, w.v, w.out)))
+
+
+def _overflow(err: AssertionError) -> bool:
+    return "overflow" in str(err) and "Half" in str(err)
+
+
+def _attend(module: Instance, label: str, x: Tensor, mask=None, context=None, **options) -> Result:
+    """The student's attention (or the one at ``path`` in ``options``) on x, with mask and context."""
+    kwargs = {k: v for k, v in (("mask", mask), ("context", context)) if v is not None}
     try:
-        return run_student(label, module, x, **kwargs)
+        return module.call(x, label=label, **kwargs, **options)
     except AssertionError as err:
-        cause = err.__cause__
-        if isinstance(cause, TypeError) and "context" in str(cause):
+        raised, message = str(err).partition(f"{label} raised TypeError")[1:]
+        if context is not None and raised and "context" in message:
             fail(
                 f"{label}: forward does not take `context`. Give it the signature "
                 "forward(self, x, mask=None, context=None): queries from x, keys and values from "
@@ -227,41 +228,37 @@ def _call_attention(module, x, mask, context, label):
         raise
 
 
-def _cross_mistakes(x, context, w, heads, mask) -> list[Mistake]:
-    def maybe(fn):
-        def output():
-            try:
-                return fn()
-            except RuntimeError:  # the mistake cannot even run at these shapes
-                return None
+def _read_weights(module: Instance, mha: nn.Module, x: Tensor, heads: int, what: str, label: str):
+    """The student's attention (``mha`` on the mirror) on x alone, i.e. self-attention: its output, the
+    readings of its weights, and the reading that output matches (None if none does)."""
+    candidates = parts.attention_candidates(mha, what)
+    path = parts.path_of(module.mirror, mha)
+    got = as_tensor(_attend(module, label, x, path=path, no_grad=True).output, label)
+    expect_shape(got, x.shape, label)
+    with torch.no_grad():
+        for w in candidates:
+            if close(got, sdpa_attention(_up(x), _float(w), heads).to(x.dtype)):
+                return got, candidates, w
+    return got, candidates, None
 
-        return output
 
+def _cross_mistakes(x: Tensor, context: Tensor, w: AttentionWeights, heads: int, mask) -> list[Mistake]:
     decoder_states = (
         "keys and values come from context (the encoder's output, the memory): "
         "self.keys(context), self.values(context); only the queries come from x."
     )
-    mistakes = [
-        Mistake(
-            "the decoder's own states used as keys/values (keys and values from x)",
-            decoder_states,
-            maybe(lambda: cross_sdpa(x, context, w, heads, mask, "xxx")),
-        ),
-        Mistake(
-            "the decoder's own states used as keys (keys from x, values from context)",
-            decoder_states,
-            maybe(lambda: cross_sdpa(x, context, w, heads, mask, "xxc")),
-        ),
-        Mistake(
-            "keys from context but values from x",
-            decoder_states,
-            maybe(lambda: cross_sdpa(x, context, w, heads, mask, "xcx")),
-        ),
-        Mistake(
+    wrong_sources = {
+        "xxx": ("the decoder's own states used as keys/values (keys and values from x)", decoder_states),
+        "xxc": ("the decoder's own states used as keys (keys from x, values from context)", decoder_states),
+        "xcx": ("keys from context but values from x", decoder_states),
+        "cxx": (
             "queries from context, keys and values from x",
             "queries come from x (one output per decoder position), keys and values from context.",
-            maybe(lambda: cross_sdpa(x, context, w, heads, mask, "cxx")),
         ),
+    }
+    mistakes = [
+        Mistake(name, hint, _maybe(lambda s=s: cross_sdpa(x, context, w, heads, mask, s)))
+        for s, (name, hint) in wrong_sources.items()
     ]
     if mask is not None:
         mistakes += [
@@ -280,14 +277,10 @@ def _cross_mistakes(x, context, w, heads, mask) -> list[Mistake]:
                 "mask transposed",
                 "the mask lines up with the scores (b, h, n_query, n_key): rows are the queries "
                 "(from x), columns the keys (from context). Use it as it comes.",
-                maybe(lambda: cross_sdpa(x, context, w, heads, mask.transpose(-1, -2))),
+                _maybe(lambda: cross_sdpa(x, context, w, heads, mask.transpose(-1, -2))),
             ),
         ]
     return mistakes
-
-
-def _overflow(err: AssertionError) -> bool:
-    return "overflow" in str(err) and "Half" in str(err)
 
 
 @check
@@ -303,46 +296,37 @@ def check_cross_attention(
     grad: bool = False,
     seed: int = 0,
 ) -> None:
-    """``MultiHeadAttention(emb_size, num_heads)(x, mask, context)`` against SDPA on its weights.
+    """``MultiHeadAttention(emb_size, num_heads)(x, mask, context)`` against SDPA on the judge's weights.
 
     x is (b, n_query, e), context (b, n_key, e): queries from x, keys and values from context.
 
     Args:
         mask: None, ``"padding"`` (b, 1, 1, n_key) or ``"rectangular"`` (n_query, n_key);
             boolean, True where attention is allowed.
-        grad: also compare the gradients w.r.t. x and context.
+        grad: also compare the gradients w.r.t. x and context, and check every weight gets one.
     """
     forbid_calls(MultiHeadAttention, SHORTCUTS, "MultiHeadAttention")
+    student = subject(MultiHeadAttention, "MultiHeadAttention")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads)
     what = call_text("MultiHeadAttention", **kwargs)
-    for device in check_devices():
-        module = build(MultiHeadAttention, seed, **kwargs).to(device, dtype)
-        try:
-            candidates = attention_weights_of(module)
-        except AttributeError as err:
-            fail(
-                f"{what}: {err}. Keep the skeleton's layers: queries, keys and values "
-                "(or one fused qkv) and projection, and self.num_heads."
-            )
-        x = random_tensor(batch, n_query, emb_size, seed=seed, dtype=dtype, device=device)
-        context = random_tensor(batch, n_key, emb_size, seed=seed + 1, dtype=dtype, device=device)
-        m = _attention_mask(mask, batch, n_query, n_key, device)
+    for device in student.devices():
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        x = random_tensor(batch, n_query, emb_size, seed=seed, dtype=dtype)
+        context = random_tensor(batch, n_key, emb_size, seed=seed + 1, dtype=dtype)
+        m = parts.make_mask(mask, batch, n_query, n_key)
 
         # without context it is still self-attention
         label = f"{what}(x of shape {tuple(x.shape)}, {dtype}){on(device)}"
-        with torch.no_grad():
-            got = as_tensor(_call_attention(module, x, None, None, label), label)
-            expect_shape(got, x.shape, label)
-            references = [sdpa_attention(_up(x), _float(w), num_heads).to(dtype) for w in candidates]
-            if not any(close(got, r) for r in references):
+        got, candidates, weights = _read_weights(module, module.mirror, x, num_heads, what, label)
+        if weights is None:
+            with torch.no_grad():
                 expect_close(
                     got,
-                    references[0],
+                    sdpa_attention(_up(x), _float(candidates[0]), num_heads).to(dtype),
                     f"{label}, without context (self-attention)",
                     self_attention_mistakes(x, candidates[0], num_heads, None),
                     hint="Without context the module is the self-attention of notebook 04.",
                 )
-            weights = next(w for w, r in zip(candidates, references, strict=True) if close(got, r))
 
         x.requires_grad_(grad)
         context.requires_grad_(grad)
@@ -352,10 +336,13 @@ def check_cross_attention(
             + f"context=context of shape {tuple(context.shape)}, {dtype}){on(device)}"
         )
         try:
-            got = as_tensor(_call_attention(module, x, m, context, label), label)
+            result = _attend(
+                module, label, x, m, context, grad=parts.GRAD_SEED if grad else None, no_grad=not grad
+            )
         except AssertionError as err:
-            _explain_cross_failure(err, module, weights, x, context, mask, label)
+            _explain_cross_failure(err, module, weights, x.detach(), mask, num_heads, label)
             raise
+        got = as_tensor(result.output, label)
         expect_shape(
             got,
             x.shape,
@@ -370,102 +357,66 @@ def check_cross_attention(
             "Keep the dtype of x: mixing in a tensor of another dtype (e.g. a float32 mask "
             "of -1e9 added to float16 scores) promotes the result.",
         )
-        expected = cross_sdpa(_up(x), _up(context), _float(weights), num_heads, m).to(dtype)
         with torch.no_grad():
+            expected = cross_sdpa(_up(x), _up(context), _float(weights), num_heads, m).to(dtype)
             expect_close(got, expected, label, _cross_mistakes(x, context, weights, num_heads, m))
         if grad:
-            params = [p for p in module.parameters() if p.requires_grad]
-            direction = torch.randn_like(got)
-            grads = run_student(
-                f"backward through {label}",
-                torch.autograd.grad,
-                (got * direction).sum(),
-                [x, context, *params],
-                allow_unused=True,
+            parts.expect_trained(result, label)
+            inputs = [("x", x), ("context", context)]
+            parts.expect_gradients(
+                result, inputs, lambda x, c: cross_sdpa(x, c, weights, num_heads, m), label
             )
-            names = [n for n, p in module.named_parameters() if p.requires_grad]
-            for name, g in zip(names, grads[2:], strict=True):
-                if g is None or not g.any():
-                    fail(f"{label}: no gradient reaches `{name}`. Is part of forward detached?")
-            expected_grads = torch.autograd.grad((expected * direction).sum(), [x, context])
-            for name, g, e in zip(("x", "context"), grads[:2], expected_grads, strict=True):
-                if g is None:
-                    fail(f"{label}: no gradient reaches {name}: is it used, and not detached?")
-                expect_close(g, e, f"gradient w.r.t. {name} of {label}")
 
 
-def _up(t: Tensor | None) -> Tensor | None:
-    """float16 and bfloat16 as float32, for a reference computed at full precision."""
-    return t if t is None or t.dtype in (torch.float32, torch.float64) else t.float()
-
-
-def _float(w: AttentionWeights) -> AttentionWeights:
-    """The weights as :func:`_up` makes them."""
-    return AttentionWeights(*((_up(a), _up(b)) for a, b in (w.q, w.k, w.v, w.out)))
-
-
-def _explain_cross_failure(err, module, weights, x, context, mask_kind, label) -> None:
+def _explain_cross_failure(err, module: Instance, weights, x: Tensor, mask_kind, heads, label: str) -> None:
     """The student's call raised: name the mistake if the same call at equal lengths shows it."""
     if _overflow(err):
         fail(
-            f"{label} raised {type(err.__cause__).__name__}: {err.__cause__}\nThis is the known "
-            f"mistake masked scores filled with a large negative number such as -1e9.\nHint: {FP16_HINT}"
+            f"{err}\nThis is the known mistake masked scores filled with a large negative number "
+            f"such as -1e9.\nHint: {FP16_HINT}"
         )
     batch, n_query = x.shape[:2]
+    same = random_tensor(*x.shape, seed=99, dtype=x.dtype)
+    m = parts.make_mask(mask_kind, batch, n_query)
+    if m is not None:  # an asymmetric square mask, so that a transposed one shows
+        m = m & torch.ones(n_query, n_query, dtype=torch.bool).tril()
+    try:
+        got = as_tensor(_attend(module, label, x, m, same, no_grad=True).output, label)
+    except AssertionError:
+        return
+    if tuple(got.shape) != tuple(x.shape):
+        return
     with torch.no_grad():
-        x_, same = x.detach(), random_tensor(*x.shape, seed=99, dtype=x.dtype, device=x.device)
-        m = _attention_mask(mask_kind, batch, n_query, n_query, x.device)
-        if m is not None:  # an asymmetric square mask, so that a transposed one shows
-            m = m & torch.ones(n_query, n_query, dtype=torch.bool, device=x.device).tril()
-        try:
-            got = run_student(label, module, x_, **({"mask": m} if m is not None else {}), context=same)
-        except AssertionError:
-            return
-        if tuple(got.shape) != tuple(x.shape):
-            return
-        w = weights
-        heads = module.num_heads
-        for mistake in _cross_mistakes(x_, same, w, heads, m):
-            variant = mistake.output()
-            if variant is not None and close(got, variant.to(got.dtype)):
-                fail(
-                    f"{label} raised {type(err.__cause__).__name__}: {err.__cause__}\n"
-                    f"With a context as long as x it runs, and matches a known mistake: "
-                    f"{mistake.name}.\nHint: {mistake.hint}"
-                )
-        if close(got, cross_sdpa(x_, same, w, heads, m)):
+        _name_the_mistake(err, got, _cross_mistakes(x, same, weights, heads, m), "context")
+        if close(got, cross_sdpa(x, same, weights, heads, m)):
             fail(
-                f"{label} raised {type(err.__cause__).__name__}: {err.__cause__}\n"
-                "It works when context is as long as x, so somewhere a length of x is used for "
+                f"{err}\nIt works when context is as long as x, so somewhere a length of x is used for "
                 "the keys: the scores are (b, h, n_query, n_key), keys and values both come "
                 "from context, and the mask broadcasts against (b, h, n_query, n_key)."
             )
 
 
 # ----------------------------------------------------------------------------- decoder block
-FORBIDDEN = (
-    nn.TransformerDecoderLayer,
-    nn.TransformerDecoder,
-    nn.TransformerEncoderLayer,
-    nn.Transformer,
-    nn.MultiheadAttention,
-)
+FORBIDDEN = {  # PyTorch's layers, by the library class the mirror names
+    "torch.nn.modules.transformer.TransformerDecoderLayer",
+    "torch.nn.modules.transformer.TransformerDecoder",
+    "torch.nn.modules.transformer.TransformerEncoderLayer",
+    "torch.nn.modules.transformer.Transformer",
+    "torch.nn.modules.activation.MultiheadAttention",
+}
 
 
-class _Parts:
-    """A student's decoder block taken apart: two attentions, three norms, two Linears."""
+class _Pieces:
+    """A student's decoder block taken apart on the mirror: two attentions, three norms, two Linears."""
 
-    def __init__(self, block: nn.Module, what: str, x: Tensor) -> None:
-        if any(isinstance(m, FORBIDDEN) for m in block.modules()):
+    def __init__(self, block: Instance, what: str, x: Tensor) -> None:
+        mirror = block.mirror
+        if any(m.library_class in FORBIDDEN for m in mirror.modules()):
             fail(
                 f"{what}: build the block from your own MultiHeadAttention, nn.LayerNorm and "
                 "FeedForwardBlock; PyTorch's Transformer layers are what it is checked against."
             )
-        attentions = [
-            m
-            for m in block.modules()
-            if hasattr(m, "projection") and (hasattr(m, "queries") or hasattr(m, "qkv"))
-        ]
+        attentions = parts.attention_modules(mirror)
         if len(attentions) == 1:
             fail(
                 f"{what}: one MultiHeadAttention serves as both self-attention and "
@@ -476,7 +427,7 @@ class _Parts:
                 f"{what}: expected two MultiHeadAttention modules inside (self-attention and "
                 f"cross-attention), found {len(attentions)}."
             )
-        norms = find_layers(block, nn.LayerNorm)
+        norms = parts.find_layers(mirror, nn.LayerNorm)
         if len(norms) in (1, 2):
             fail(
                 f"{what}: found {len(norms)} distinct nn.LayerNorm where a pre-norm decoder block has "
@@ -487,14 +438,14 @@ class _Parts:
         if len(norms) != 3:
             fail(f"{what}: a pre-norm decoder block has three nn.LayerNorm layers; found {len(norms)}.")
         inside = {id(m) for a in attentions for m in a.modules()}
-        linears = [m for m in find_layers(block, nn.Linear) if id(m) not in inside]
+        linears = [m for m in parts.find_layers(mirror, nn.Linear) if id(m) not in inside]
         if len(linears) != 2:
             fail(f"{what}: expected a FeedForwardBlock with two nn.Linear layers, found {len(linears)}.")
-        self.what = what
-        self.attentions = attentions
-        self.weights = [_read_attention(a, x, what) for a in attentions]
+        if any(not isinstance(getattr(a, "num_heads", None), int) for a in attentions):
+            fail(f"{what}: a MultiHeadAttention inside has no num_heads. {parts.ATTENTION_LAYERS}")
+        self.block, self.what, self.attentions, self.norms = block, what, attentions, norms
+        self.weights = [self._read(a, x) for a in attentions]
         self.heads = attentions[0].num_heads
-        self.norms = norms
         emb_size = x.shape[-1]
         self.linears = [
             (first, second)
@@ -508,43 +459,41 @@ class _Parts:
                 f"to a hidden size and back; found {[(m.in_features, m.out_features) for m in linears]}."
             )
 
-    @contextmanager
-    def watching(self) -> Iterator[None]:
-        """Record the order in which forward calls the attentions and norms, and which gets a context."""
-        self.calls = []
+    def _read(self, mha: nn.Module, x: Tensor) -> AttentionWeights:
+        """The attention's weights, once its self-attention path is known to be right."""
+        label = f"the MultiHeadAttention inside {self.what}"
+        weights = _read_weights(self.block, mha, x, mha.num_heads, self.what, label)[2]
+        if weights is not None:
+            return weights
+        fail(
+            f"{self.what}: a MultiHeadAttention inside does not match scaled_dot_product_attention. "
+            "Fix it first: run check_multi_head_attention(MultiHeadAttention)."
+        )
 
-        def record(module, args, kwargs):
-            self.calls.append((module, kwargs.get("context") is not None or len(args) > 2))
-
-        hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in self.attentions + self.norms]
-        try:
-            yield
-        finally:
-            for hook in hooks:
-                hook.remove()
-            self._order_by_calls()
-
-    def _order_by_calls(self) -> None:
+    def order(self, trace: list[tuple[str, int, list[str]]]) -> None:
         """Self-attention first, then cross-attention (the one given a context); norms as called."""
-        called = [id(m) for m, _ in self.calls]
-        cross = {id(m) for m, with_context in self.calls if with_context and m in self.attentions}
+        called, cross = [], set()
+        for path, n_args, names in trace:
+            try:
+                module = self.block.mirror.get_submodule(path)
+            except AttributeError:
+                continue
+            called.append(id(module))
+            if any(module is a for a in self.attentions) and ("context" in names or n_args > 2):
+                cross.add(id(module))
+
+        def first_call(module: nn.Module) -> int:
+            return called.index(id(module)) if id(module) in called else len(called)
+
         pairs = list(zip(self.attentions, self.weights, strict=True))
-        if len(cross) == 1:
-            pairs.sort(key=lambda pair: id(pair[0]) in cross)
-        else:
-            pairs.sort(key=lambda pair: called.index(id(pair[0])) if id(pair[0]) in called else len(called))
+        pairs.sort(key=lambda pair: id(pair[0]) in cross if len(cross) == 1 else first_call(pair[0]))
         self.attentions, self.weights = [a for a, _ in pairs], [w for _, w in pairs]
-        self.norms.sort(key=lambda n: called.index(id(n)) if id(n) in called else len(called))
+        self.norms.sort(key=first_call)
 
     def layer(self, order=(0, 1), norms=(0, 1, 2), linears=0, norm_first=True) -> nn.TransformerDecoderLayer:
-        return torch_decoder_layer(
-            tuple(self.norms[i] for i in norms),
-            self.weights[order[0]],
-            self.weights[order[1]],
-            tuple(self.linears[linears]),
-            self.heads,
-            norm_first,
-        )
+        attentions = (self.weights[order[0]], self.weights[order[1]])
+        norm_layers = tuple(self.norms[i] for i in norms)
+        return torch_decoder_layer(norm_layers, *attentions, self.linears[linears], self.heads, norm_first)
 
     def candidates(self):
         """Every reading of the parts as an nn.TransformerDecoderLayer, registration order first."""
@@ -552,19 +501,6 @@ class _Parts:
             ((0, 1), (1, 0)), permutations(range(3)), range(len(self.linears))
         ):
             yield self.layer(order, norms, linears)
-
-
-def _read_attention(mha: nn.Module, x: Tensor, what: str) -> AttentionWeights:
-    """The attention's weights, once its self-attention path is known to be right."""
-    with torch.no_grad():
-        got = run_student(f"the MultiHeadAttention inside {what}", mha, x)
-        for weights in attention_weights_of(mha):
-            if close(got, sdpa_attention(x, weights, mha.num_heads)):
-                return weights
-    fail(
-        f"{what}: a MultiHeadAttention inside does not match scaled_dot_product_attention. "
-        "Fix it first: run check_multi_head_attention(MultiHeadAttention)."
-    )
 
 
 def _nn_masks(tgt_mask: Tensor | None, memory_mask: Tensor | None) -> dict:
@@ -575,16 +511,15 @@ def _nn_masks(tgt_mask: Tensor | None, memory_mask: Tensor | None) -> dict:
     }
 
 
-def _decoder_mistakes(parts: _Parts, x, memory, tgt_mask, memory_mask) -> list[Mistake]:
-    layer = parts.layer()
+def _decoder_mistakes(pieces: _Pieces, x, memory, tgt_mask, memory_mask) -> list[Mistake]:
+    layer = pieces.layer()
     masks = _nn_masks(tgt_mask, memory_mask)
     t_mask, m_mask = masks["tgt_mask"], masks["memory_key_padding_mask"]
 
     def run(norms=(0, 1, 2), residual=(True, True, True), cross=None, order="sc"):
-        n = [parts.norms[i] for i in norms]
         h = x
         for step, kind in enumerate(order + "f"):
-            y = n[step](h)
+            y = pieces.norms[norms[step]](h)
             if kind == "s":
                 out = layer._sa_block(y, t_mask, None)
             elif kind == "c":
@@ -593,18 +528,6 @@ def _decoder_mistakes(parts: _Parts, x, memory, tgt_mask, memory_mask) -> list[M
                 out = layer._ff_block(y)
             h = out + (h if residual[step] else 0)
         return h
-
-    def maybe(fn):
-        def output():
-            try:
-                return fn()
-            except RuntimeError:
-                return None
-
-        return output
-
-    def own_states(mask, padding=None):
-        return lambda y: layer._mha_block(y, y, mask, padding)
 
     decoder_states = (
         "cross-attention takes its keys and values from the encoder's output: "
@@ -615,39 +538,32 @@ def _decoder_mistakes(parts: _Parts, x, memory, tgt_mask, memory_mask) -> list[M
             "post-norm instead of pre-norm",
             "normalise before each sublayer: x + SelfAttn(LN1(x)), x + CrossAttn(LN2(x), memory), "
             "x + FFN(LN3(x)); post-norm is LN(x + Sublayer(x)).",
-            lambda: parts.layer(norm_first=False)(x, memory, **masks),
+            lambda: pieces.layer(norm_first=False)(x, memory, **masks),
         ),
         Mistake(
             "self-attention not masked",
             "pass tgt_mask to the self-attention, so that position t cannot see the later targets.",
             lambda: layer(x, memory, **{**masks, "tgt_mask": None}),
         ),
-        Mistake(
-            "cross-attention using the decoder's states as keys/values",
-            decoder_states,
-            lambda: run(cross=own_states(None)),
-        ),
-        Mistake(
-            "cross-attention using the decoder's states as keys/values, with tgt_mask",
-            decoder_states,
-            maybe(lambda: run(cross=own_states(t_mask))),
-        ),
-        Mistake(
-            "cross-attention using the decoder's states as keys/values",
-            decoder_states,
-            maybe(lambda: run(cross=own_states(None, m_mask))),
+        *(
+            Mistake(
+                f"cross-attention using the decoder's states as keys/values{suffix}",
+                decoder_states,
+                _maybe(lambda own=own: run(cross=lambda y: layer._mha_block(y, y, *own))),
+            )
+            for suffix, own in (("", (None, None)), (", with tgt_mask", (t_mask, None)), ("", (None, m_mask)))
         ),
         Mistake(
             "tgt_mask used in cross-attention",
             "cross-attention gets memory_mask (which memory positions are real); tgt_mask belongs "
             "to the self-attention.",
-            maybe(lambda: run(cross=lambda y: layer._mha_block(y, memory, t_mask, None))),
+            _maybe(lambda: run(cross=lambda y: layer._mha_block(y, memory, t_mask, None))),
         ),
         Mistake(
             "the memory normalised by the block's LayerNorm",
             "the memory comes normalised from the encoder: pass it to cross-attention as it is; "
             "only the decoder's stream x is normalised (LN2(x)).",
-            lambda: run(cross=lambda y: layer._mha_block(y, parts.norms[1](memory), None, m_mask)),
+            lambda: run(cross=lambda y: layer._mha_block(y, pieces.norms[1](memory), None, m_mask)),
         ),
         Mistake(
             "cross-attention before self-attention",
@@ -663,25 +579,24 @@ def _decoder_mistakes(parts: _Parts, x, memory, tgt_mask, memory_mask) -> list[M
                 lambda: layer(x, memory, **{**masks, "memory_key_padding_mask": None}),
             )
         )
-    for i, name in enumerate(("self-attention", "cross-attention", "feed-forward block")):
-        residual = tuple(j != i for j in range(3))
-        mistakes.append(
-            Mistake(
-                f"the residual is missing around the {name}",
-                "each sublayer adds its output to its input: x = x + Sublayer(LN(x)).",
-                lambda residual=residual: run(residual=residual),
-            )
+    mistakes += [
+        Mistake(
+            f"the residual is missing around the {name}",
+            "each sublayer adds its output to its input: x = x + Sublayer(LN(x)).",
+            lambda i=i: run(residual=tuple(j != i for j in range(3))),
         )
-    for norms in product(range(3), repeat=3):
-        if len(set(norms)) < 3:
-            mistakes.append(
-                Mistake(
-                    "one LayerNorm used before two sublayers",
-                    "each sublayer has its own LayerNorm: LN1 before self-attention, LN2 before "
-                    "cross-attention, LN3 before the feed-forward block.",
-                    lambda norms=norms: run(norms=norms),
-                )
-            )
+        for i, name in enumerate(("self-attention", "cross-attention", "feed-forward block"))
+    ]
+    mistakes += [
+        Mistake(
+            "one LayerNorm used before two sublayers",
+            "each sublayer has its own LayerNorm: LN1 before self-attention, LN2 before "
+            "cross-attention, LN3 before the feed-forward block.",
+            lambda norms=norms: run(norms=norms),
+        )
+        for norms in product(range(3), repeat=3)
+        if len(set(norms)) < 3
+    ]
     return mistakes
 
 
@@ -705,60 +620,75 @@ def check_decoder_block(
     (b, memory_len, e), a causal (tgt_len, tgt_len) tgt_mask and a (b, 1, 1, memory_len) padding
     memory_mask, both True where attention is allowed.
     """
+    student = subject(TransformerDecoderBlock, "TransformerDecoderBlock")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
     what = call_text("TransformerDecoderBlock", **kwargs)
-    for device in check_devices():
-        block = build(TransformerDecoderBlock, seed, **kwargs).to(device, dtype)
-        randomise_norms(block, seed)
-        x = random_tensor(batch, tgt_len, emb_size, seed=seed, dtype=dtype, device=device)
-        memory = random_tensor(batch, memory_len, emb_size, seed=seed + 1, dtype=dtype, device=device)
-        parts = _Parts(block, what, x)
-        heads = {a.num_heads for a in parts.attentions}
+    for device in student.devices():
+        block = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
+        x = random_tensor(batch, tgt_len, emb_size, seed=seed, dtype=dtype)
+        memory = random_tensor(batch, memory_len, emb_size, seed=seed + 1, dtype=dtype)
+        pieces = _Pieces(block, what, x)
+        heads = {a.num_heads for a in pieces.attentions}
         if heads != {num_heads}:
             fail(
                 f"{what}: its attention has num_heads {sorted(heads)}, expected {num_heads}: "
                 "pass num_heads on to both MultiHeadAttention modules."
             )
-        t_mask = _attention_mask("rectangular", batch, tgt_len, tgt_len, device) if tgt_mask else None
-        m_mask = _attention_mask(memory_mask, batch, tgt_len, memory_len, device)
+        t_mask = parts.make_mask("causal", batch, tgt_len) if tgt_mask else None
+        m_mask = parts.make_mask(memory_mask, batch, tgt_len, memory_len)
         label = (
             f"{what}(x of shape {tuple(x.shape)}, memory of shape {tuple(memory.shape)}, "
             f"tgt_mask={'causal mask' if tgt_mask else None}, memory_mask="
             f"{'padding mask of shape ' + str(tuple(m_mask.shape)) if m_mask is not None else None})"
             f"{on(device)}"
         )
-        before = x.clone(), memory.clone()
+        try:
+            result = block.call(
+                x,
+                memory,
+                label=label,
+                tgt_mask=t_mask,
+                memory_mask=m_mask,
+                no_grad=True,
+                trace=True,
+                allow_changes=True,
+            )
+        except AssertionError as err:
+            _explain_block_failure(err, pieces, x, t_mask, memory_mask, label)
+            raise
+        if {"argument 1", "argument 2"} & set(result.changed_inputs):
+            fail(f"{label} changed its input x or memory: is a residual added in place (x += ...)?")
+        if result.changed_inputs:
+            fail(
+                f"{label} changed its input {result.changed_inputs[0]} in place: build a new tensor instead."
+            )
+        got = as_tensor(result.output, label)
+        pieces.order(result.trace)
+        expect_shape(got, x.shape, label, "The block maps x (b, tgt_len, e) to the same shape.")
+        masks = _nn_masks(t_mask, m_mask)
         with torch.no_grad():
-            try:
-                with parts.watching():
-                    got = run_student(label, block, x, memory, tgt_mask=t_mask, memory_mask=m_mask)
-                got = as_tensor(got, label)
-            except AssertionError as err:
-                _explain_block_failure(err, block, parts, x, t_mask, memory_mask, label)
-                raise
-            if not (torch.equal(x, before[0]) and torch.equal(memory, before[1])):
-                fail(f"{label} changed its input x or memory: is a residual added in place (x += ...)?")
-            expect_shape(got, x.shape, label, "The block maps x (b, tgt_len, e) to the same shape.")
-            masks = _nn_masks(t_mask, m_mask)
-            if any(close(got, layer(x, memory, **masks)) for layer in parts.candidates()):
+            if any(close(got, layer(x, memory, **masks)) for layer in pieces.candidates()):
                 continue
-            _check_cross_paths(parts, x, memory, m_mask, label)
+            _check_cross_paths(pieces, x, memory, m_mask, label)
             expect_close(
                 got,
-                parts.layer()(x, memory, **masks),
+                pieces.layer()(x, memory, **masks),
                 f"{label} compared with nn.TransformerDecoderLayer(norm_first=True)",
-                _decoder_mistakes(parts, x, memory, t_mask, m_mask),
+                _decoder_mistakes(pieces, x, memory, t_mask, m_mask),
             )
 
 
-def _check_cross_paths(parts: _Parts, x, memory, m_mask, label) -> None:
+def _check_cross_paths(pieces: _Pieces, x: Tensor, memory: Tensor, m_mask: Tensor | None, label: str) -> None:
     """On failure: is the student's MultiHeadAttention right with a context?"""
-    for mha, weights in zip(parts.attentions, parts.weights, strict=True):
+    for mha, weights in zip(pieces.attentions, pieces.weights, strict=True):
         try:
-            got = run_student("", mha, x, mask=m_mask, context=memory)
+            path = parts.path_of(pieces.block.mirror, mha)
+            got = as_tensor(
+                _attend(pieces.block, label, x, m_mask, memory, path=path, no_grad=True).output, label
+            )
         except AssertionError:
             got = None
-        if got is None or not close(got, cross_sdpa(x, memory, weights, parts.heads, m_mask)):
+        if got is None or not close(got, cross_sdpa(x, memory, weights, pieces.heads, m_mask)):
             fail(
                 f"{label}: the MultiHeadAttention inside does not compute cross-attention "
                 "(mha(x, mask=memory_mask, context=memory)). Fix it first: run "
@@ -766,42 +696,30 @@ def _check_cross_paths(parts: _Parts, x, memory, m_mask, label) -> None:
             )
 
 
-def _explain_block_failure(err, block, parts, x, t_mask, memory_mask_kind, label) -> None:
+def _explain_block_failure(err, pieces: _Pieces, x: Tensor, t_mask, memory_mask_kind, label: str) -> None:
     """The block raised with memory longer than x: diagnose at equal lengths."""
     if _overflow(err):
-        fail(f"{label} raised {type(err.__cause__).__name__}: {err.__cause__}\nHint: {FP16_HINT}")
-    batch, tgt_len = x.shape[:2]
-    memory = random_tensor(*x.shape, seed=98, dtype=x.dtype, device=x.device)
-    m_mask = _attention_mask(memory_mask_kind, batch, tgt_len, tgt_len, x.device)
+        fail(f"{err}\nHint: {FP16_HINT}")
+    memory = random_tensor(*x.shape, seed=98, dtype=x.dtype)
+    m_mask = parts.make_mask(memory_mask_kind, *x.shape[:2])
+    masks = {"tgt_mask": t_mask, "memory_mask": m_mask}
     try:
-        got = run_student(label, block, x, memory, tgt_mask=t_mask, memory_mask=m_mask)
+        result = pieces.block.call(x, memory, label=label, no_grad=True, trace=True, **masks)
     except AssertionError:
         return
-    if not isinstance(got, Tensor) or tuple(got.shape) != tuple(x.shape):
+    if not isinstance(result.output, Tensor) or tuple(result.output.shape) != tuple(x.shape):
         return
-    cause = f"{label} raised {type(err.__cause__).__name__}: {err.__cause__}"
-    for mistake in _decoder_mistakes(parts, x, memory, t_mask, m_mask):
-        variant = mistake.output()
-        if variant is not None and close(got, variant):
-            fail(
-                f"{cause}\nWith a memory as long as x it runs, and matches a known mistake: "
-                f"{mistake.name}.\nHint: {mistake.hint}"
-            )
+    pieces.order(result.trace)
+    with torch.no_grad():
+        _name_the_mistake(err, result.output, _decoder_mistakes(pieces, x, memory, t_mask, m_mask), "memory")
     fail(
-        f"{cause}\nIt runs when memory is as long as x: cross-attention must take its keys and "
+        f"{err}\nIt runs when memory is as long as x: cross-attention must take its keys and "
         "values from memory (context=memory), and memory_mask (b, 1, 1, memory_len) belongs to "
         "the cross-attention."
     )
 
 
 # ----------------------------------------------------------------------------- causality
-def _takes_memory(module: nn.Module) -> bool:
-    try:
-        return "memory" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 @check
 def check_causality(
     model_or_block: nn.Module | type,
@@ -813,73 +731,66 @@ def check_causality(
 ) -> None:
     """Changing the inputs at positions > t never changes the outputs at positions <= t.
 
-    A decoder block (``forward(x, memory, tgt_mask=..., ...)``) gets a causal tgt_mask; a model
-    (``model(src, tgt_in)``) is given tokens and must mask by itself. A class is built with
-    ``kwargs`` first.
+    A decoder block (a module without an nn.Embedding: ``forward(x, memory, tgt_mask=...)``) gets a
+    causal tgt_mask; a model (``model(src, tgt_in)``, tokens in) must mask by itself. A class is built
+    with ``kwargs`` and the judge's weights; a module already built (a trained model, in a notebook) is
+    called as it is. No reference is needed: the student's outputs are compared with each other.
     """
-    module = model_or_block
-    if isinstance(module, type):
-        module = build(module, seed, **kwargs)
-    name = type(module).__name__
-    was_training = module.training
-    module.eval()
-    try:
-        device = next(module.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    generator = torch.Generator().manual_seed(seed)
-    try:
-        if _takes_memory(module):
-            emb_size = find_layers(module, nn.Linear)[0].in_features
-            x = torch.randn(batch, seq_len, emb_size, generator=generator).to(device)
-            memory = torch.randn(batch, src_len, emb_size, generator=generator).to(device)
-            mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-            label = f"{name}(x, memory, tgt_mask=causal)"
+    built = isinstance(model_or_block, nn.Module)  # a local object, which the judge cannot build
+    name = type(model_or_block).__name__ if built else name_of(model_or_block, "model")
+    student = subject(model_or_block, name)
+    if built:
+        mirror = build_mirror(describe(model_or_block))
+        device = next(model_or_block.parameters(), torch.empty(0)).device
+    else:
+        module = student.build(seed, label=call_text(name, **kwargs), **kwargs)
+        mirror = module.mirror
 
-            def run(inputs):
-                return run_student(label, module, inputs, memory, tgt_mask=mask)
+    def call(*args: Any, label: str, **options: Any) -> Tensor:
+        if not built:
+            return as_tensor(module(*args, label=label, no_grad=True, **options), label)
+        result = student.call(*args, label=label, device=device, **options)
+        if result.changed_params or result.changed_inputs:
+            fail(f"{label} changed its weights or inputs while it ran: forward must leave them as they are.")
+        return as_tensor(result.output, label)
 
-            def changed_after(t):
-                y = x.clone()
-                y[:, t + 1 :] = torch.randn(batch, seq_len - t - 1, emb_size, generator=generator).to(device)
-                return y
+    if not parts.find_layers(mirror, nn.Embedding):
+        linears = parts.find_layers(mirror, nn.Linear)
+        if not linears:
+            fail(f"{name}: found no nn.Linear inside to tell its emb_size from.")
+        emb_size = linears[0].in_features
+        inputs, other = (random_tensor(batch, seq_len, emb_size, seed=seed + i) for i in (0, 2))
+        memory = random_tensor(batch, src_len, emb_size, seed=seed + 1)
+        mask = parts.make_mask("causal", batch, seq_len)
+        label, what = f"{name}(x, memory, tgt_mask=causal)", "the inputs x"
 
-            inputs, what = x, "the inputs x"
-        else:
-            src = torch.randint(3, VOCAB_SIZE, (batch, src_len), generator=generator).to(device)
-            tgt = torch.randint(3, VOCAB_SIZE, (batch, seq_len), generator=generator).to(device)
-            tgt[:, 0] = BOS
-            label = f"{name}(src, tgt_in)"
+        def run(y: Tensor) -> Tensor:
+            return call(y, memory, label=label, tgt_mask=mask)
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        src = torch.randint(3, VOCAB_SIZE, (batch, src_len), generator=generator)
+        inputs = torch.randint(3, VOCAB_SIZE, (batch, seq_len), generator=generator)
+        inputs[:, 0] = BOS
+        other = 3 + (inputs - 3 + 1) % (VOCAB_SIZE - 3)  # another digit at each position
+        label, what = f"{name}(src, tgt_in)", "the target tokens tgt_in"
 
-            def run(inputs):
-                return run_student(label, module, src, inputs)
+        def run(y: Tensor) -> Tensor:
+            return call(src, y, label=label)
 
-            def changed_after(t):
-                y = tgt.clone()
-                y[:, t + 1 :] = 3 + (y[:, t + 1 :] - 3 + 1) % (VOCAB_SIZE - 3)  # another digit
-                return y
-
-            inputs, what = tgt, "the target tokens tgt_in"
-        with torch.no_grad():
-            reference = as_tensor(run(inputs), label)
-            if reference.shape[:2] != (batch, seq_len):
-                fail(
-                    f"{label}: expected an output of shape ({batch}, {seq_len}, ...), "
-                    f"got {tuple(reference.shape)}."
-                )
-            for t in range(seq_len - 1):
-                out = as_tensor(run(changed_after(t)), label)
-                if not close(out[:, : t + 1], reference[:, : t + 1]):
-                    diff = (out[:, : t + 1] - reference[:, : t + 1]).abs().amax(dim=(0, 2))
-                    first = int((diff > 0).nonzero()[0])
-                    fail(
-                        f"{label} is not causal: changing {what} after position {t} changed the "
-                        f"output at position {first} (by up to {float(diff.max()):.3g}). The output at "
-                        "position t may depend on positions 0..t only: is the causal mask passed to "
-                        "the decoder's self-attention, with True on and below the diagonal?"
-                    )
-    finally:
-        module.train(was_training)
+    reference = run(inputs)
+    if reference.shape[:2] != (batch, seq_len):
+        fail(f"{label}: expected an output of shape ({batch}, {seq_len}, ...), got {tuple(reference.shape)}.")
+    for t in range(seq_len - 1):
+        out = run(torch.cat([inputs[:, : t + 1], other[:, t + 1 :]], 1))
+        if not close(out[:, : t + 1], reference[:, : t + 1]):
+            diff = (out[:, : t + 1] - reference[:, : t + 1]).abs().amax(dim=(0, 2))
+            first = int((diff > 0).nonzero()[0])
+            fail(
+                f"{label} is not causal: changing {what} after position {t} changed the "
+                f"output at position {first} (by up to {float(diff.max()):.3g}). The output at "
+                "position t may depend on positions 0..t only: is the causal mask passed to "
+                "the decoder's self-attention, with True on and below the diagonal?"
+            )
 
 
 # ----------------------------------------------------------------------------- shift right
@@ -895,11 +806,10 @@ def check_shift_right(
     if seq_len > 1:  # the first row ends with EOS and padding, the others are cut off
         sequence[0, -2:] = torch.tensor([EOS, PAD])
     expected, tgt = sequence[:, :-1], sequence[:, 1:].clone()
-    before = tgt.clone()
     what = f"shift_right(tgt of shape {tuple(tgt.shape)}" + (f", bos={bos})" if bos != BOS else ")")
-    got = run_student(what, shift_right, tgt) if bos == BOS else run_student(what, shift_right, tgt, bos=bos)
-    got = as_tensor(got, what)
-    if not torch.equal(tgt, before):
+    result = subject(shift_right, "shift_right").call(tgt, label=what, **({} if bos == BOS else {"bos": bos}))
+    got = as_tensor(result.output, what)
+    if result.changed_inputs:
         fail(f"{what} changed tgt in place: build a new tensor (torch.cat, or clone first).")
     if tuple(got.shape) == (batch, seq_len + 1):
         fail(
@@ -918,15 +828,13 @@ def check_shift_right(
             "tgt_in == tgt the model only learns to copy its input.",
             lambda: tgt,
         ),
-        Mistake(
-            "shifted left instead of right",
-            "put BOS first and drop the last token: BOS, tgt[:, 0], ..., tgt[:, -2].",
-            lambda: torch.cat([tgt[:, 1:], first], 1),
-        ),
-        Mistake(
-            "shifted left instead of right",
-            "put BOS first and drop the last token: BOS, tgt[:, 0], ..., tgt[:, -2].",
-            lambda: torch.cat([tgt[:, 1:], torch.full_like(first, PAD)], 1),
+        *(
+            Mistake(
+                "shifted left instead of right",
+                "put BOS first and drop the last token: BOS, tgt[:, 0], ..., tgt[:, -2].",
+                lambda last=last: torch.cat([tgt[:, 1:], last], 1),
+            )
+            for last in (first, torch.full_like(first, PAD))
         ),
         Mistake(
             "BOS missing (the first position holds padding)",
@@ -948,11 +856,6 @@ def check_shift_right(
             )
         )
     if got[:, 0].ne(bos).any() and torch.equal(got[:, 1:], expected[:, 1:]):
-        mistakes.append(
-            Mistake(
-                "BOS missing",
-                f"the decoder's first input is the start token BOS = {bos}.",
-                lambda: got,
-            )
-        )
+        hint = f"the decoder's first input is the start token BOS = {bos}."
+        mistakes.append(Mistake("BOS missing", hint, lambda: got))
     expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT)

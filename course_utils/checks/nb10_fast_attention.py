@@ -1,11 +1,11 @@
 """Check of notebook 10: ``chunked_attention``, attention computed for a block of queries at a time.
 
-The result is compared with ``F.scaled_dot_product_attention`` on the same ``q``, ``k``, ``v`` and
+The result is compared with ``F.scaled_dot_product_attention`` on the judge's ``q``, ``k``, ``v`` and
 mask: splitting the queries into blocks changes nothing in the numbers. Known mistakes are
 recognised by recomputing the output each would give from the whole score matrix (padded and
 reshaped where a mistake normalises within a block), never block by block. While the student's
-function runs, a ``TorchFunctionMode`` watches the shapes of the tensors it creates: a score
-tensor with more than ``chunk_size`` query rows means the queries were not processed in blocks.
+function runs, the probe watches the shapes of the tensors it creates: a score tensor with more
+than ``chunk_size`` query rows means the queries were not processed in blocks.
 """
 
 import math
@@ -13,10 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
-from course_utils.checks.parts import make_mask
-from course_utils.device import check_devices
+from course_utils.checks.parts import GRAD_SEED, expect_gradients, make_mask
 from course_utils.feedback import (
     Mistake,
     as_tensor,
@@ -28,8 +26,8 @@ from course_utils.feedback import (
     forbid_calls,
     on,
     random_tensor,
-    run_student,
 )
+from course_utils.judge import Result, Subject, subject
 
 SHORTCUTS = [
     "scaled_dot_product_attention",
@@ -46,50 +44,6 @@ KEY_BLOCKS_HINT = (
     "outputs by exp(old max - new max) when a later block raises the maximum, as FlashAttention "
     "does.)"
 )
-
-
-def attention_mask(kind: str | None, batch: int, n_q: int, n_k: int, device: torch.device) -> Tensor | None:
-    """A boolean mask broadcastable to (batch, h, n_q, n_k), True where attention is allowed.
-
-    ``"causal"``: query i sees the keys up to its own position, the queries being the last n_q
-    positions when n_k > n_q (a decoder with cached keys) and the first n_k ones otherwise;
-    ``"padding"``: (batch, 1, 1, n_k), the later keys of each sequence are padding. No query
-    has all its keys masked.
-    """
-    if kind is None:
-        return None
-    if kind == "causal":
-        if n_q == n_k:
-            return make_mask("causal", batch, n_q, device)
-        return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(diagonal=max(n_k - n_q, 0))
-    if kind == "padding":
-        return make_mask("padding", batch, n_k, device)
-    raise ValueError(f"mask must be one of {MASKS}, not {kind!r}")
-
-
-class _ScoreWatch(TorchFunctionMode):
-    """Remembers the first floating-point tensor created with more than ``rows`` rows of scores:
-    a shape ending in (m, n_k) with m > rows (and m != d, which would be a transposed key)."""
-
-    def __init__(self, rows: int, n_k: int, head_dim: int) -> None:
-        super().__init__()
-        self.rows, self.n_k, self.head_dim = rows, n_k, head_dim
-        self.too_many: tuple[int, ...] | None = None
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if self.too_many is None:
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if (
-                    isinstance(t, Tensor)
-                    and t.is_floating_point()
-                    and t.ndim >= 2
-                    and t.shape[-1] == self.n_k
-                    and self.rows < t.shape[-2] != self.head_dim
-                ):
-                    self.too_many = tuple(t.shape)
-                    break
-        return out
 
 
 def _hint_for_error(message: str, n_q: int, chunk_size: int, masked: bool) -> str:
@@ -116,22 +70,30 @@ def _hint_for_error(message: str, n_q: int, chunk_size: int, masked: bool) -> st
     return ""
 
 
-def _run(fn, q, k, v, chunk_size: int, mask: Tensor | None, call: str) -> tuple[Tensor, tuple | None]:
+def _run(
+    student: Subject,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    chunk_size: int,
+    mask: Tensor | None,
+    call: str,
+    device: torch.device,
+    grad: int | None,
+) -> tuple[Result, tuple | None]:
     """The student's result, and the shape of a score tensor with too many rows, if one was made."""
-    watch = _ScoreWatch(chunk_size, k.shape[-2], q.shape[-1])
+    n_k, head_dim = k.shape[-2], q.shape[-1]
+    watch = {"rows": chunk_size, "n_k": n_k, "head_dim": head_dim}
+    masks = {} if mask is None else {"mask": mask}
     try:
-        with watch:
-            if mask is None:
-                got = run_student(call, fn, q, k, v, chunk_size)
-            else:
-                got = run_student(call, fn, q, k, v, chunk_size, mask=mask)
+        result = student.call(q, k, v, chunk_size, label=call, device=device, grad=grad, watch=watch, **masks)
     except AssertionError as err:
         hint = _hint_for_error(str(err), q.shape[-2], chunk_size, mask is not None)
         if hint:
             raise AssertionError(f"{err}\nHint: {hint}") from err
         raise
-    seen = watch.too_many if q.shape[-1] != k.shape[-2] else None
-    return as_tensor(got, call), seen
+    # With head_dim == n_k, q itself has n_k columns: the watch cannot tell scores from it.
+    return result, result.too_many if head_dim != n_k else None
 
 
 def _shape_hint(got: Tensor, expected: tuple[int, ...], chunk_size: int) -> str:
@@ -348,19 +310,21 @@ def check_chunked_attention(
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, not {mask!r}")
     forbid_calls(chunked_attention, SHORTCUTS, "chunked_attention")
-    for device in check_devices():
-        q = random_tensor(batch, heads, n_q, head_dim, seed=seed, dtype=dtype, device=device)
-        k = random_tensor(batch, heads, n_k, head_dim, seed=seed + 1000, dtype=dtype, device=device)
-        v = random_tensor(batch, heads, n_k, head_dim, seed=seed + 2000, dtype=dtype, device=device)
+    student = subject(chunked_attention, "chunked_attention")
+    for device in student.devices():
+        q = random_tensor(batch, heads, n_q, head_dim, seed=seed, dtype=dtype)
+        k = random_tensor(batch, heads, n_k, head_dim, seed=seed + 1000, dtype=dtype)
+        v = random_tensor(batch, heads, n_k, head_dim, seed=seed + 2000, dtype=dtype)
         for t in (q, k, v):
             t.requires_grad_(grad)
-        m = attention_mask(mask, batch, n_q, n_k, device)
+        m = make_mask(mask, batch, n_q, n_k)
         shown = f", {mask} mask of shape {tuple(m.shape)}" if mask else ""
         call = (
             f"chunked_attention(q of shape {tuple(q.shape)}, k and v of shape {tuple(k.shape)}, "
             f"chunk_size={chunk_size}{shown}), {dtype}{on(device)}"
         )
-        got, too_many = _run(chunked_attention, q, k, v, chunk_size, m, call)
+        result, too_many = _run(student, q, k, v, chunk_size, m, call, device, GRAD_SEED if grad else None)
+        got = as_tensor(result.output, call)
         shape = (batch, heads, n_q, head_dim)
         expect_shape(got, shape, call, _shape_hint(got, shape, chunk_size))
         expect_dtype(got, dtype, call)
@@ -378,20 +342,16 @@ def check_chunked_attention(
                 "x.split(chunk_size, dim=-2) into pieces of chunk_size rows.)"
             )
         if grad:
-            _check_gradients(got, q, k, v, m, call)
+            _check_gradients(result, q, k, v, m, call)
 
 
-def _check_gradients(got: Tensor, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, call: str) -> None:
-    """The gradients w.r.t. q, k and v match those of SDPA."""
-    weights = random_tensor(*got.shape, seed=7, dtype=got.dtype, device=got.device)
-    if not got.requires_grad:
+def _check_gradients(result: Result, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, call: str) -> None:
+    """The gradients w.r.t. q, k and v match those of SDPA on the judge's inputs."""
+    if result.no_graph or not result.requires_grad:
         fail(f"{call}: the result has no gradient. Is part of the computation detached?")
-    grads = run_student(
-        f"backward through {call}", torch.autograd.grad, (got * weights).sum(), [q, k, v], allow_unused=True
+    expect_gradients(
+        result,
+        [("q", q), ("k", k), ("v", v)],
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        call,
     )
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    expected_grads = torch.autograd.grad((expected * weights).sum(), [q, k, v])
-    for name, g, e in zip("qkv", grads, expected_grads, strict=True):
-        if g is None:
-            fail(f"{call}: no gradient reaches `{name}`. Is part of the computation detached?")
-        expect_close(g, e, f"gradient w.r.t. {name} of {call}")

@@ -18,7 +18,8 @@ from course_utils.wire import cotangent
 
 GRAD_SEED = 7  # the direction of every backward pass the checks take
 ATTENTION_LAYERS = (
-    "Keep the skeleton's layers: queries, keys and values (or one fused qkv) and projection, and self.num_heads."
+    "Keep the skeleton's layers: queries, keys and values (or one fused qkv) and projection, "
+    "and self.num_heads."
 )
 
 

@@ -1,0 +1,189 @@
+"""Every graded exercise of the course, declared once.
+
+An exercise is numbered ``NN.k`` (notebook NN, its k-th exercise), names what the student writes and the
+checks that judge it, and lists the library objects those checks compare against (which no student cell
+of its notebook may use: the grader's review refuses them by the object they resolve to). Its points and
+cases (visible and hidden) are in its notebook's graded cells, which call these checks; its reference and
+known mistakes are in the check module of its notebook, ``course_utils/checks/nbNN_<notebook>.py``. The
+README's table, the grader's review and the tests' lists are derived from this table and the notebooks.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+TORCH_ATTENTION = (SDPA, "torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward")
+TORCH_ENCODER = ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerEncoder", *TORCH_ATTENTION)
+TORCH_DECODER = (
+    "torch.nn.TransformerDecoderLayer",
+    "torch.nn.TransformerDecoder",
+    "torch.nn.Transformer",
+    *TORCH_ENCODER,
+)
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A notebook of the course: its assignment id, title and what else it holds (for the README)."""
+
+    id: str
+    title: str
+    also: str
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise: ``kind`` is ``module`` (a class the checks build) or ``function``;
+    ``title`` is how the README's table says what the student writes."""
+
+    id: str
+    notebook: str
+    name: str
+    checks: tuple[str, ...]
+    kind: str = "module"
+    forbidden: tuple[str, ...] = ()
+    title: str = ""
+
+    @property
+    def described(self) -> str:
+        return self.title or f"`{self.name}`"
+
+
+NOTEBOOKS = (
+    Notebook(
+        "00_attention_before_transformers",
+        "Attention before Transformers",
+        "an RNN encoder-decoder on reversing digit strings, accuracy against length with and without "
+        "attention, the alignment matrix",
+    ),
+    Notebook(
+        "01_positional_encoding",
+        "Positional encoding",
+        "the lecture's d=4, n=100 table, a heatmap, attention without positions is permutation-equivariant",
+    ),
+    Notebook(
+        "02_patch_embedding",
+        "Patch embedding",
+        "a real image cut into patches, equality with a strided `nn.Conv2d`",
+    ),
+    Notebook(
+        "03_class_token_and_positions",
+        "Class token and positions",
+        "the lecture's full `PatchEmbedding`, position similarity maps",
+    ),
+    Notebook(
+        "04_multi_head_attention",
+        "Multi-head attention",
+        "equality with `scaled_dot_product_attention` and `nn.MultiheadAttention`, attention maps",
+    ),
+    Notebook(
+        "05_residual_and_layernorm",
+        "Residual and LayerNorm",
+        "the in-place trap, gradient norms with and without residuals, pre-norm vs post-norm",
+    ),
+    Notebook("06_feed_forward", "Feed-forward block", "ReLU vs GELU, parameter count"),
+    Notebook(
+        "07_transformer_encoder",
+        "Transformer encoder",
+        "equality with `nn.TransformerEncoderLayer(norm_first=True)`, ViT-Base/Large/Huge sizes",
+    ),
+    Notebook(
+        "08_vision_transformer",
+        "Vision Transformer",
+        "training on scikit-learn's digits (≥ 97 % in about 2 minutes on a CPU), CIFAR-10 when present, "
+        "class-token attention, rollout, position similarity, confusion matrix",
+    ),
+    Notebook(
+        "09_masked_attention_and_decoder",
+        "Masked attention and the decoder",
+        "equality with `nn.TransformerDecoderLayer(norm_first=True)`, an encoder-decoder trained to exact "
+        "match, cross-attention beside the RNN alignment",
+    ),
+    Notebook(
+        "10_fast_attention",
+        "Fast attention",
+        "why attention is memory-hungry, einsum vs `scaled_dot_product_attention` as the sequence grows, "
+        "fused `qkv`, `torch.compile`",
+    ),
+)
+
+EXERCISES = (
+    Exercise(
+        "00.1", "00_attention_before_transformers", "AdditiveAttention", ("check_additive_attention",),
+        forbidden=(SDPA,), title="`AdditiveAttention` (Bahdanau)",
+    ),
+    Exercise(
+        "01.1", "01_positional_encoding", "getPositionEncoding", ("check_position_encoding",), "function",
+        title="`getPositionEncoding(seq_len, d, n)`",
+    ),
+    Exercise(
+        "02.1", "02_patch_embedding", "PatchEmbedding", ("check_patch_embedding",),
+        title="`PatchEmbedding` with `Rearrange` + `nn.Linear`",
+    ),
+    Exercise(
+        "03.1", "03_class_token_and_positions", "prepend_cls_token", ("check_prepend_cls_token",), "function",
+        title="`prepend_cls_token` with `repeat`",
+    ),
+    Exercise("03.2", "03_class_token_and_positions", "LearnedPositions", ("check_learned_positions",)),
+    Exercise(
+        "03.3", "03_class_token_and_positions", "SinusoidalPositions", ("check_sinusoidal_positions",),
+        title="`SinusoidalPositions` as a buffer",
+    ),
+    Exercise(
+        "04.1", "04_multi_head_attention", "MultiHeadAttention", ("check_multi_head_attention",),
+        forbidden=TORCH_ATTENTION, title="`MultiHeadAttention.forward` with `einsum` and `rearrange`, masks",
+    ),
+    Exercise("05.1", "05_residual_and_layernorm", "ResidualAdd", ("check_residual_add",)),
+    Exercise(
+        "05.2", "05_residual_and_layernorm", "LayerNorm", ("check_layer_norm",),
+        forbidden=("torch.nn.functional.layer_norm", "torch.nn.LayerNorm"),
+        title="`LayerNorm` from its formula",
+    ),
+    Exercise("06.1", "06_feed_forward", "FeedForwardBlock", ("check_feed_forward",)),
+    Exercise(
+        "07.1", "07_transformer_encoder", "TransformerEncoderBlock", ("check_encoder_block",),
+        forbidden=TORCH_ENCODER,
+    ),
+    Exercise(
+        "07.2", "07_transformer_encoder", "TransformerEncoder", ("check_encoder",), forbidden=TORCH_ENCODER
+    ),
+    Exercise("07.3", "07_transformer_encoder", "vit_parameter_count", ("check_parameter_count",), "function"),
+    Exercise(
+        "08.1", "08_vision_transformer", "ClassificationHead", ("check_classification_head",),
+        title="`ClassificationHead` (class-token and mean pooling)",
+    ),
+    Exercise(
+        "08.2", "08_vision_transformer", "ViT", ("check_vit", "check_overfits"), forbidden=TORCH_ENCODER
+    ),
+    Exercise("09.1", "09_masked_attention_and_decoder", "causal_mask", ("check_causal_mask",), "function"),
+    Exercise("09.2", "09_masked_attention_and_decoder", "padding_mask", ("check_padding_mask",), "function"),
+    Exercise(
+        "09.3", "09_masked_attention_and_decoder", "MultiHeadAttention", ("check_cross_attention",),
+        forbidden=TORCH_ATTENTION, title="cross-attention in `MultiHeadAttention`",
+    ),
+    Exercise(
+        "09.4", "09_masked_attention_and_decoder", "TransformerDecoderBlock",
+        ("check_decoder_block", "check_causality"), forbidden=TORCH_DECODER,
+    ),
+    Exercise("09.5", "09_masked_attention_and_decoder", "shift_right", ("check_shift_right",), "function"),
+    Exercise(
+        "10.1", "10_fast_attention", "chunked_attention", ("check_chunked_attention",), "function",
+        forbidden=TORCH_ATTENTION,
+    ),
+)  # fmt: skip
+
+
+def exercises_of(notebook: str) -> list[Exercise]:
+    return [e for e in EXERCISES if e.notebook == notebook]
+
+
+def resolve(path: str) -> object:
+    """The object a dotted path of a library names (``torch.nn.LayerNorm``)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def forbidden_in(notebook: str) -> dict[str, object]:
+    """The library objects the checks of ``notebook`` compare against, by dotted path."""
+    paths = dict.fromkeys(p for e in exercises_of(notebook) for p in e.forbidden)
+    return {path: resolve(path) for path in paths}

@@ -1,11 +1,14 @@
 """Command line of the course's instructor tools.
 
 ``python -m autograder release [ASSIGNMENT ...]``: generate ``notebooks/`` from ``solutions/``.
-``python -m autograder grade SUBMISSIONS [--assignment ID ...] [--jobs N] [--timeout S] [--out DIR]``:
-grade a folder or zip of submissions (see ``autograder/submissions.py`` for the layouts accepted).
+``python -m autograder grade SUBMISSIONS [--assignment ID ...] [--student ID ...] [--jobs N] [--timeout S]
+[--out DIR]``: grade a folder or zip of submissions (layouts: ``autograder/submissions.py``); the
+student's code runs in a sandbox, the tests in this process (``autograder/judge.py``).
 ``python -m autograder gradescope ASSIGNMENT [-o FILE.zip]``: the Gradescope autograder of an assignment.
 ``python -m autograder walkthrough [ASSIGNMENT ...] [--out DIR] [--quick]``: the solutions, run, as HTML.
-``python -m autograder sample-class FOLDER``: a synthetic class (every bad case) to try ``grade`` on.
+``python -m autograder sample-class FOLDER``: a synthetic class (every bad case, a hostile class) to try
+``grade`` on.
+``python -m autograder readme``: README.md's table of notebooks, from ``course_utils/exercises.py``.
 """
 
 import argparse

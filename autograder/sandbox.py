@@ -2,11 +2,11 @@
 
 Inside the sandbox the student's process sees, read-only, only the system's libraries, the Python
 installation and ``course_utils``; it works in an empty scratch directory, has no network, no
-capabilities and no ``/proc`` (so no path leads to its own descriptors, the grader's channel among
-them), runs as ``nobody`` in its own user, PID, IPC and UTS namespaces, and dies with the grader.
-Memory and the number of processes are capped by a cgroup where the grader may create one (cgroup v2's
-``memory.max`` and ``pids.max``, or v1's controllers), and always by rlimits on address space, CPU time
-and file size.
+capabilities and no ``/proc`` but ``/proc/cpuinfo`` (so no path leads to its own descriptors, the
+grader's channel among them), runs as ``nobody`` in its own user, PID, IPC and UTS namespaces, and dies
+with the grader. Memory and the number of processes are capped by a cgroup where the grader may create
+one (cgroup v2's ``memory.max`` and ``pids.max``, or v1's controllers), and always by rlimits on address
+space, CPU time and file size.
 """
 
 import functools
@@ -123,6 +123,7 @@ def sandbox_command(scratch: Path, limits: Limits) -> list[str]:
         "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
     ]  # fmt: skip
+    command += ["--ro-bind-try", "/proc/cpuinfo", "/proc/cpuinfo"]  # PyTorch's CPU detection; no /proc/self
     for name in ETC:  # only what the dynamic linker and Python read: no shadow, no keys
         command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for name in ("bin", "sbin", "lib", "lib64", "lib32"):

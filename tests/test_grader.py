@@ -23,6 +23,7 @@ from autograder.release import assignments
 from autograder.sample_class import (
     ATTENTION,
     CASES,
+    MARKERS,
     POSITIONS,
     Case,
     add_cell,
@@ -32,6 +33,7 @@ from autograder.sample_class import (
 )
 from autograder.sandbox import bwrap
 from autograder.submissions import Submission
+from tests.mutations import all_variants, edited_source
 from tests.notebook_kernel import ROOT
 
 SETTINGS = Settings(cell_timeout=15)
@@ -296,3 +298,37 @@ def test_every_solution_earns_full_marks_in_the_sandbox(tmp_path):
     short = [f"{r['assignment']}: {r['score']}/{r['max_score']} {r['reason']}" for r in results
              if (r["status"], r["score"]) != ("graded", r["max_score"])]  # fmt: skip
     assert not short, "\n".join(short)
+
+
+def test_variants_keep_their_outcome_through_the_grader(tmp_path):
+    """A wrong and a correct variant of each notebook, graded in the sandbox by the judge: the outcome
+    and the named mistake they get in a notebook's kernel (``test_notebooks.py``), here too."""
+    chosen = {}
+    for variant in all_variants():
+        chosen.setdefault((variant.notebook, variant.expect is None), variant)
+    for i, variant in enumerate(chosen.values()):
+        notebook = solved(variant.notebook)
+        source = json.loads((ROOT / "solutions" / variant.notebook / f"{variant.notebook}.ipynb").read_text())
+        original = next(
+            c for c in source["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == variant.cell
+        )
+        answer = MARKERS.sub("", edited_source("".join(original["source"]), variant.edits))
+        next(
+            c for c in notebook["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == variant.cell
+        )["source"] = answer
+        folder = tmp_path / "subs" / f"v{i:02d}" / variant.notebook
+        folder.mkdir(parents=True)
+        (folder / f"{variant.notebook}.ipynb").write_text(json.dumps(notebook))
+    results = grade_class(tmp_path / "subs", tmp_path / "out", settings=SETTINGS, jobs=2, progress=False)
+    graded = {(r["student_id"], r["assignment"]): r for r in results}
+    wrong = []
+    for i, variant in enumerate(chosen.values()):
+        row = graded[(f"v{i:02d}", variant.notebook)]
+        question = next(q for q in row["questions"] if q["grade_id"] == variant.test)
+        if variant.expect is None and question["score"] != question["max_score"]:
+            wrong.append(f"{variant.notebook} {variant.name}: lost points: {question['message'][:300]}")
+        if variant.expect is not None and (question["score"] or variant.expect not in question["message"]):
+            wrong.append(
+                f"{variant.notebook} {variant.name}: {question['score']} {question['message'][:300]}"
+            )
+    assert not wrong, "\n".join(wrong)

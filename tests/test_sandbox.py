@@ -75,9 +75,10 @@ def outcomes(tmp_path_factory):
             """
             import os
             assert os.getpid() < 10, f"pid {os.getpid()}: not the sandbox's own PID namespace"
-            paths = ("/proc", "/proc/self/fd/1", "/dev/fd/3", "/dev/stdout")
+            paths = ("/proc/self", "/proc/1", "/proc/self/fd/1", "/dev/fd/3", "/dev/stdout")
             reachable = [p for p in paths if os.path.exists(p)]
             assert not reachable, reachable
+            assert os.listdir("/proc") == ["cpuinfo"], os.listdir("/proc")
             """,
         ),
         probe("environment", "import os\nassert 'GRADER_SECRET_CANARY' not in os.environ, 'leaked'"),

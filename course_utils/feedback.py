@@ -1,8 +1,10 @@
-"""Building blocks of the self-checks: run a student's code, compare, explain what is wrong.
+"""Building blocks of the checks: compare, explain what is wrong, in a message a student can act on.
 
-Every failure is an ``AssertionError`` (nbgrader scores it 0) whose message says what was
-checked, expected vs got, and for a known mistake its name and a hint. Warnings are silenced
-while checks run: nbgrader scores a test cell that writes to stderr as 0.
+Every failure is a :class:`CheckFailure`, an ``AssertionError`` (nbgrader scores it 0) whose message
+says what was checked, what is wrong in one sentence, a hint, then the numbers; it also carries what
+was found as data (``mistake`` and ``kind``: a known mistake, a general diagnosis, or nothing named), for
+the class report. Warnings are silenced while checks run: nbgrader scores a test cell that writes to
+stderr as 0.
 """
 
 import functools
@@ -37,9 +39,34 @@ class Mistake:
     output: Callable[[], Any]
 
 
-def fail(message: str) -> NoReturn:
-    """Stop the check with a message for the student."""
-    raise AssertionError(message)
+KNOWN = re.compile(r"known mistake:? ([^\n]+?)\.(\s|$)")
+
+
+class CheckFailure(AssertionError):
+    """A check's failure. ``mistake`` names what was found, ``kind`` says how: ``known`` (a mistake of
+    the check's list), ``diagnosed`` (a general diagnostic named it) or ``""`` (nothing named)."""
+
+    def __init__(self, message: str, mistake: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.mistake, self.kind = mistake, kind
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a general diagnostic found: a short name (for the class report), one sentence a student can
+    act on, and a hint."""
+
+    name: str
+    sentence: str
+    hint: str = ""
+
+
+def fail(message: str, mistake: str = "", kind: str = "") -> NoReturn:
+    """Stop the check with a message for the student. A message that names a known mistake ("this is
+    the known mistake X.") records X as the mistake found, unless ``mistake`` says otherwise."""
+    if not mistake and (match := KNOWN.search(message)):
+        mistake, kind = match.group(1), "known"
+    raise CheckFailure(message, mistake, kind or ("known" if mistake else ""))
 
 
 @contextmanager
@@ -81,7 +108,7 @@ def check(fn: Callable) -> Callable:
         except AssertionError as failure:
             # The message is the feedback; the frames inside the checks are noise to a student. An
             # error in the student's own code stays attached as the cause, with its traceback.
-            raise type(failure)(*failure.args) from failure.__cause__
+            raise failure.with_traceback(None) from failure.__cause__
 
     return wrapper
 
@@ -149,9 +176,14 @@ def expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str, hint: str = "
         fail(f"{what}: expected dtype {dtype}, got {got.dtype}. {hint}".strip())
 
 
-def tolerance_of(dtype: torch.dtype) -> tuple[float, float]:
-    """(atol, rtol) for comparing results of ``dtype``."""
-    return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+def tolerance_of(*dtypes: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for comparing results computed in ``dtypes``: those of the least precise.
+
+    A float32 table compared in a float64 case is judged at float32 precision; a float64 case of
+    float64 code stays tight.
+    """
+    known = [TOLERANCES.get(d, TOLERANCES[torch.float32]) for d in dtypes] or [TOLERANCES[torch.float32]]
+    return max(known)
 
 
 def close(got: torch.Tensor, expected: torch.Tensor, tolerance: tuple[float, float] | None = None) -> bool:
@@ -184,26 +216,39 @@ def expect_close(
     mistakes: Sequence[Mistake] = (),
     hint: str = "",
     tolerance: tuple[float, float] | None = None,
+    diagnoses: Sequence[Callable[[], "Diagnosis | None"]] = (),
 ) -> None:
-    """Fail unless ``got`` matches ``expected``; name the known mistake it matches, if any.
+    """Fail unless ``got`` matches ``expected``; name the known mistake it matches, if any, else what
+    the first of ``diagnoses`` finds (general questions asked of the student's code), else what the
+    output alone shows (:func:`course_utils.checks.diagnose.of_output`), else the numbers.
 
-    ``tolerance`` is (atol, rtol); by default it follows ``expected``'s dtype.
+    ``tolerance`` is (atol, rtol); by default it follows the dtypes of ``got`` and ``expected``.
     """
-    tolerance = tolerance or tolerance_of(expected.dtype)
+    tolerance = tolerance or tolerance_of(expected.dtype, got.dtype)
     expect_shape(got, expected.shape, what)
     if close(got, expected, tolerance):
         return
+    difference = describe_difference(got, expected, tolerance)
     for mistake in mistakes:
         variant = mistake.output()
         if variant is not None and close(got, variant, tolerance):
             fail(
-                f"{what}: your result matches a known mistake: {mistake.name}.\n"
-                f"Hint: {mistake.hint}\n({describe_difference(got, expected, tolerance)})"
+                f"{what}: your result matches a known mistake: {mistake.name}.\nHint: {mistake.hint}\n"
+                f"({difference})",
+                mistake.name,
+                "known",
             )
     if torch.isnan(got).any() and not torch.isnan(expected).any():
         index = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
-        fail(f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip())
-    fail(f"{what}: {describe_difference(got, expected, tolerance)} {hint}".strip())
+        fail(f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip(), "NaN in the result")
+    from course_utils.checks.diagnose import of_output  # the diagnostics build on this module
+
+    for diagnose in [*diagnoses, lambda: of_output(got, expected, tolerance)]:
+        found = diagnose()
+        if found is not None:
+            advice = f"\nHint: {found.hint}" if found.hint else (f"\nHint: {hint}" if hint else "")
+            fail(f"{what}: {found.sentence}{advice}\n({difference})", found.name, "diagnosed")
+    fail(f"{what}: {difference} {hint}".strip())
 
 
 def on(device: torch.device) -> str:

@@ -29,7 +29,7 @@ import torch
 
 from autograder.assemble import Program, Step
 from autograder.sandbox import RUNNER, Limits, bwrap, cgroup, environment, sandbox_command
-from course_utils.judge import ProbeLost, Tampering, WeightsChangedError, session
+from course_utils.judge import ProbeLost, Tampering, session
 from course_utils.wire import LENGTH, WireError, decode, encode
 
 STARTUP_TIMEOUT = 180.0  # seconds for the runner to import torch and IPython on a loaded machine
@@ -47,6 +47,8 @@ class Outcome:
     stdout: str = ""
     stderr: str = ""
     finding: bool = False  # a failure the instructor should hear of too (forward changed its weights)
+    mistake: str = ""  # what a failed check found: a known mistake's name, or a diagnosis's
+    kind: str = ""  # "known", "diagnosed", or "" (nothing named)
 
     @property
     def ran(self) -> bool:
@@ -218,8 +220,10 @@ def judge(step: Step, runner: Runner, timeout: float) -> Outcome:
                 call.run()
             except AssertionError as failure:
                 transport.request({"op": "forget"}, [])
-                finding = isinstance(failure, WeightsChangedError)
-                return Outcome("error", "AssertionError", str(failure), finding=finding)
+                found = {
+                    k: getattr(failure, k, v) for k, v in (("finding", False), ("mistake", ""), ("kind", ""))
+                }
+                return Outcome("error", "AssertionError", str(failure), **found)
             except (OverLimitError, RunnerGoneError):
                 raise
             except Exception as err:  # noqa: BLE001 - a failure of the check itself costs this question, and says so

@@ -1,10 +1,9 @@
 """Building blocks of the checks: compare, explain what is wrong, in a message a student can act on.
 
-Every failure is a :class:`CheckFailure`, an ``AssertionError`` (nbgrader scores it 0) whose message
-says what was checked, what is wrong in one sentence, a hint, then the numbers; it also carries what
-was found as data (``mistake`` and ``kind``: a known mistake, a general diagnosis, or nothing named), for
-the class report. Warnings are silenced while checks run: nbgrader scores a test cell that writes to
-stderr as 0.
+Every failure is an ``AssertionError`` (nbgrader scores it 0) whose message says what was checked,
+what is wrong in one sentence, a hint, then the numbers; it also carries what was found as data
+(:func:`failure`: a known mistake, a general diagnosis, or nothing named), for the class report.
+Warnings are silenced while checks run: nbgrader scores a test cell that writes to stderr as 0.
 """
 
 import functools
@@ -42,15 +41,6 @@ class Mistake:
 KNOWN = re.compile(r"known mistake:? ([^\n]+?)\.(\s|$)")
 
 
-class CheckFailure(AssertionError):
-    """A check's failure. ``mistake`` names what was found, ``kind`` says how: ``known`` (a mistake of
-    the check's list), ``diagnosed`` (a general diagnostic named it) or ``""`` (nothing named)."""
-
-    def __init__(self, message: str, mistake: str = "", kind: str = "") -> None:
-        super().__init__(message)
-        self.mistake, self.kind = mistake, kind
-
-
 @dataclass(frozen=True)
 class Diagnosis:
     """What a general diagnostic found: a short name (for the class report), one sentence a student can
@@ -61,12 +51,22 @@ class Diagnosis:
     hint: str = ""
 
 
-def fail(message: str, mistake: str = "", kind: str = "") -> NoReturn:
-    """Stop the check with a message for the student. A message that names a known mistake ("this is
-    the known mistake X.") records X as the mistake found, unless ``mistake`` says otherwise."""
+def failure(message: str, mistake: str = "", kind: str = "", finding: bool = False) -> AssertionError:
+    """A check's failure: an ``AssertionError`` (what nbgrader and a student see) that carries what was
+    found as data: ``mistake`` names it, ``kind`` says how (``known``: a mistake of the check's list;
+    ``diagnosed``: a general diagnostic named it; ``""``: nothing named), ``finding`` marks what the
+    instructor should hear of too. A message that names a known mistake ("this is the known mistake
+    X.") records X, unless ``mistake`` says otherwise."""
     if not mistake and (match := KNOWN.search(message)):
         mistake, kind = match.group(1), "known"
-    raise CheckFailure(message, mistake, kind or ("known" if mistake else ""))
+    error = AssertionError(message)
+    error.mistake, error.kind, error.finding = mistake, kind or ("known" if mistake else ""), finding
+    return error
+
+
+def fail(message: str, mistake: str = "", kind: str = "") -> NoReturn:
+    """Stop the check with a message for the student (see :func:`failure`)."""
+    raise failure(message, mistake, kind)
 
 
 @contextmanager
@@ -240,7 +240,9 @@ def expect_close(
             )
     if torch.isnan(got).any() and not torch.isnan(expected).any():
         index = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
-        fail(f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip(), "NaN in the result")
+        fail(
+            f"{what}: your result holds NaN, the first at {list(index)}. {hint}".strip(), "NaN in the result"
+        )
     from course_utils.checks.diagnose import of_output  # the diagnostics build on this module
 
     for diagnose in [*diagnoses, lambda: of_output(got, expected, tolerance)]:

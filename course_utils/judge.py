@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from course_utils.device import check_devices
-from course_utils.feedback import call_text, fail
+from course_utils.feedback import call_text, fail, failure
 from course_utils.mirror import build_mirror, draw_weights, state_of
 from course_utils.probe import Probe
 from course_utils.wire import Opaque, decode, dtype_name, encode, pack, unpack
@@ -38,10 +38,6 @@ class ProbeLost(BaseException):
     def __init__(self, timed_out: bool, detail: str) -> None:
         super().__init__(detail)
         self.timed_out = timed_out
-
-
-class WeightsChangedError(AssertionError):
-    """A failure the instructor should hear of too: forward changed the weights the judge loaded."""
 
 
 class Tampering(BaseException):
@@ -272,10 +268,13 @@ class Instance:
         label = label or f"{self.label}(...)"
         result = _call(self.subject, where, args, kwargs, label, grad=grad, trace=trace)
         if result.changed_params:
-            raise WeightsChangedError(
+            raise failure(
                 f"{label} changed the module's own weights while it ran "
                 f"({', '.join(result.changed_params[:3])}): "
-                "forward must leave the parameters as they are."
+                "forward must leave the parameters as they are.",
+                "forward changed its own weights",
+                "diagnosed",
+                finding=True,
             )
         if result.changed_inputs and not allow_changes:
             fail(f"{label} changed its {result.changed_inputs[0]} in place: build a new tensor instead.")

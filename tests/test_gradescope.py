@@ -56,7 +56,10 @@ def test_bundle_has_setup_and_an_executable_run_autograder_at_its_root(bundles, 
     assert infos["run_autograder"].external_attr >> 16 & stat.S_IXUSR
     assert infos["setup.sh"].external_attr >> 16 & stat.S_IXUSR
     assert f"course/solutions/{assignment}/{assignment}.ipynb" in infos, "the tests, hidden ones included"
-    assert "course/course_utils/checks/nb04_multi_head_attention.py" in infos and "course/pyproject.toml" in infos
+    assert (
+        "course/course_utils/checks/nb04_multi_head_attention.py" in infos
+        and "course/pyproject.toml" in infos
+    )
     assert not [n for n in infos if n.startswith("course/solutions/") and assignment not in n]
 
 

@@ -17,8 +17,7 @@ what it finds in one sentence a student can act on (a :class:`Diagnosis`):
 - **one-parameter fits** (:func:`temperature`): the exact scale of the attention scores.
 """
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -37,7 +36,7 @@ ROLES = {
 HINTS = {
     "queries": "the queries are self.queries(x), split into heads",
     "keys": "the keys are self.keys(x) (or of the context), split into heads",
-    "values": "the values are self.values(x) (or of the context), split into heads, and weighted by the attention",
+    "values": "the values are self.values(x) (or of the context), split into heads, weighted by attention",
     "projection": "after merging the heads, apply self.projection",
 }
 
@@ -57,12 +56,14 @@ def of_output(got: Tensor, expected: Tensor, tolerance: tuple[float, float]) -> 
         return Diagnosis(
             "result scaled",
             f"your result is {scale:.4g} times the expected one",
-            "a factor is missing or extra: a scale, a mean where a sum belongs (or the reverse), a square root",
+            "a factor is missing or extra: a scale, a mean where a sum belongs (or the reverse), a root",
         )
     offset = float((got - expected).mean())
     if close(got, expected + offset, tolerance):
         return Diagnosis(
-            "constant offset", f"your result is the expected one plus {offset:.4g}", "an extra constant or bias?"
+            "constant offset",
+            f"your result is the expected one plus {offset:.4g}",
+            "an extra constant or bias?",
         )
     if got.ndim >= 2 and got.shape[-1] == got.shape[-2] and close(got, expected.transpose(-1, -2), tolerance):
         return Diagnosis(
@@ -158,7 +159,11 @@ def parameter_groups(mirror: nn.Module) -> Iterator[tuple[str, str, list[nn.Para
         else:
             names = [n for n, p in module.named_parameters(recurse=False) if p.is_floating_point()]
             where = f"`{path}.{names[0]}`" if path else f"`{names[0]}`"
-            yield path or names[0], f"the parameter {where}" if len(names) == 1 else f"the parameters of `{path}`", own
+            yield (
+                path or names[0],
+                f"the parameter {where}" if len(names) == 1 else f"the parameters of `{path}`",
+                own,
+            )
 
 
 def sensitivity(
@@ -272,7 +277,8 @@ def ignored_arguments(
         if signature(other) == base:
             return Diagnosis(
                 f"ignores {name}",
-                f"your module ignores `{name}`: built with {name}={kwargs[name]!r} and with {name}={value!r}, "
+                f"your module ignores `{name}`: built with {name}={kwargs[name]!r} and with "
+                f"{name}={value!r}, "
                 "it has the same layers, shapes and attributes",
                 hints.get(name, f"pass {name} on to the layer that needs it"),
             )
@@ -282,14 +288,16 @@ def ignored_arguments(
 def expect_arguments_used(
     student: Subject, label: str, kwargs: dict, alternatives: Mapping[str, Any], hints: Mapping[str, str] = {}
 ) -> None:
-    """Fail when the student's class ignores one of its constructor's arguments (:func:`ignored_arguments`)."""
+    """Fail when the student's class ignores an argument of its constructor (:func:`ignored_arguments`)."""
     found = ignored_arguments(student, label, kwargs, alternatives, hints)
     if found is not None:
         fail(f"{label}: {found.sentence}.\nHint: {found.hint}", found.name, "diagnosed")
 
 
 # ----------------------------------------------------------------------------- one-parameter fits
-def temperature(weights: Tensor, scores: Tensor, expected_scale: float, mask: Tensor | None) -> Diagnosis | None:
+def temperature(
+    weights: Tensor, scores: Tensor, expected_scale: float, mask: Tensor | None
+) -> Diagnosis | None:
     """The one scale s for which softmax(s · scores) is ``weights`` (attention weights read off the
     student's module), when it is not the expected one."""
     if mask is not None:
@@ -300,7 +308,7 @@ def temperature(weights: Tensor, scores: Tensor, expected_scale: float, mask: Te
 
     candidates = torch.logspace(-4, 4, 161, base=2.0, dtype=torch.float64) * expected_scale
     best = min(candidates.tolist(), key=error)
-    low, high = best / 2 ** 0.05, best * 2 ** 0.05
+    low, high = best / 2**0.05, best * 2**0.05
     for _ in range(60):  # golden-section search on [low, high]
         a, b = high - (high - low) / 1.618, low + (high - low) / 1.618
         low, high = (low, b) if error(a) < error(b) else (a, high)
@@ -309,7 +317,8 @@ def temperature(weights: Tensor, scores: Tensor, expected_scale: float, mask: Te
         return None
     return Diagnosis(
         "scores scaled wrongly",
-        f"your attention scores are divided by {1 / best:.4g} where sqrt(head_dim) = {1 / expected_scale:.4g} "
+        f"your attention scores are divided by {1 / best:.4g} where sqrt(head_dim) = "
+        f"{1 / expected_scale:.4g} "
         "is expected",
         "divide the scores q·kᵀ by sqrt(head_dim), the size of one head's queries, once, before the softmax",
     )
@@ -340,7 +349,8 @@ def masked_weight(weights: Tensor, mask: Tensor | None) -> Diagnosis | None:
     index = tuple(int(i) for i in blocked.nonzero()[0])
     return Diagnosis(
         "weight on masked positions",
-        f"your attention gives weight {float(weights[index]):.4g} to a key the mask forbids (at {list(index)})",
+        f"your attention gives weight {float(weights[index]):.4g} to a key the mask forbids "
+        f"(at {list(index)})",
         "fill the scores where the mask is False with -inf before the softmax (mask is True where attention "
         "is allowed)",
     )
@@ -353,23 +363,3 @@ def first_of(*diagnoses: Callable[[], Diagnosis | None]) -> Diagnosis | None:
         if found is not None:
             return found
     return None
-
-
-def head_dim_scale(head_dim: int) -> float:
-    return 1 / math.sqrt(head_dim)
-
-
-__all__: Sequence[str] = (
-    "combination",
-    "expect_arguments_used",
-    "first_of",
-    "head_dim_scale",
-    "ignored_arguments",
-    "masked_weight",
-    "of_output",
-    "parameter_groups",
-    "rows_sum_to_one",
-    "sensitivity",
-    "temperature",
-    "token_dependence",
-)

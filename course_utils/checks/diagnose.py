@@ -7,9 +7,9 @@ what it finds in one sentence a student can act on (a :class:`Diagnosis`):
   permuted along an axis, transposed, offset, or all zeros;
 - **a combination** (:func:`combination`): the result is an exact mix of known terms with other
   coefficients (a residual missing or doubled);
-- **sensitivity** (:func:`sensitivity`): change one group of weights at a time (each Linear, each
-  LayerNorm, each parameter of its own) and see whether the student's output responds where the
-  reference does; a group ignored, or used where it does not belong;
+- **sensitivity** (:class:`Sensitivity`): change one weight at a time (each Linear's weight and bias,
+  each LayerNorm's scale and shift, each parameter of its own) and see whether the student's output
+  responds where the reference does; a weight ignored, or used where it does not belong;
 - **which tokens an output depends on** (:func:`token_dependence`): change one input position at a
   time; an output that sees a token it must not (a mask missing or inverted) or misses one it must;
 - **structure** (:func:`ignored_arguments`): build the module with another value of each constructor
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.feedback import Diagnosis, close, fail, tolerance_of
@@ -141,71 +142,79 @@ def _formula(coefficients: Mapping[str, float]) -> str:
 
 # ----------------------------------------------------------------------------- sensitivity
 def parameter_groups(mirror: nn.Module) -> Iterator[tuple[str, str, list[nn.Parameter]]]:
-    """(name, description, parameters) of each module that holds parameters itself, in order."""
-    seen: set[int] = set()
-    for path, module in mirror.named_modules():
-        own = [p for p in module.parameters(recurse=False) if id(p) not in seen and p.is_floating_point()]
-        if not own or id(module) in seen:
+    """(name, description, [parameter]) of each distinct floating parameter, in order."""
+    for name, parameter in mirror.named_parameters():
+        if not parameter.is_floating_point():
             continue
-        seen.add(id(module))
-        seen.update(id(p) for p in own)
-        last = path.rsplit(".", 1)[-1]
-        if last in ROLES:
-            yield last, ROLES[last], own
-        elif isinstance(module, nn.LayerNorm):
-            yield path, f"the LayerNorm `{path}`", own
-        elif isinstance(module, nn.Linear | nn.Conv2d):
-            yield path, f"the {type(module).__name__} `{path}`", own
+        owner, _, own = name.rpartition(".")
+        role = ROLES.get(owner.rsplit(".", 1)[-1])
+        if role:
+            yield owner.rsplit(".", 1)[-1], f"the {own} of {role}", [parameter]
         else:
-            names = [n for n, p in module.named_parameters(recurse=False) if p.is_floating_point()]
-            where = f"`{path}.{names[0]}`" if path else f"`{names[0]}`"
-            yield (
-                path or names[0],
-                f"the parameter {where}" if len(names) == 1 else f"the parameters of `{path}`",
-                own,
-            )
+            yield name, f"`{name}`", [parameter]
 
 
-def sensitivity(
-    inst: Instance,
-    run: Callable[[], Tensor],
-    reference: Callable[[], Tensor],
-    hints: Mapping[str, str] = HINTS,
-    seed: int = 11,
-) -> Diagnosis | None:
-    """Change each group of the judge's weights in turn (then put it back) and compare how the student's
-    output and the reference respond: a group one uses and the other does not is named."""
-    base, expected = run(), reference()
-    generator = torch.Generator().manual_seed(seed)
-    for name, description, params in parameter_groups(inst.mirror):
-        saved = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            for p in params:
-                noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                p.add_((0.5 * noise * (p.detach().double().std() + 0.5 if p.numel() > 1 else 1)).to(p.dtype))
-        try:
-            inst.load()
-            moved, moved_expected = run(), reference()
-        finally:
-            with torch.no_grad():
-                for p, value in zip(params, saved, strict=True):
-                    p.copy_(value)
-            inst.load()
-        student, judge = _changed(moved, base), _changed(moved_expected, expected)
-        hint = hints.get(name, "")
-        if judge and not student:
-            return Diagnosis(
-                f"{name} ignored",
-                f"your output does not change when {description} changes: it is not used",
-                hint,
-            )
-        if student and not judge:
-            return Diagnosis(
-                f"{name} used where it does not belong",
-                f"your output changes when {description} changes, but the expected output does not",
-                hint,
-            )
-    return None
+class Sensitivity:
+    """Change each of the judge's weights in turn (then put it back) and compare how the student's
+    output and the reference respond. :meth:`ignored` names a weight the reference depends on and the
+    student's output does not; :meth:`misplaced` one the student's output depends on and the reference
+    does not. Measured once, on first use."""
+
+    def __init__(
+        self,
+        inst: Instance,
+        run: Callable[[], Tensor],
+        reference: Callable[[], Tensor],
+        hints: Mapping[str, str] = HINTS,
+        seed: int = 11,
+    ) -> None:
+        self.inst, self.run, self.reference, self.hints, self.seed = inst, run, reference, hints, seed
+        self.found: list[tuple[str, str, bool, bool]] | None = None
+
+    def measure(self) -> list[tuple[str, str, bool, bool]]:
+        if self.found is None:
+            base, expected = self.run(), self.reference()
+            generator = torch.Generator().manual_seed(self.seed)
+            self.found = []
+            for name, description, params in parameter_groups(self.inst.mirror):
+                saved = [p.detach().clone() for p in params]
+                with torch.no_grad():
+                    for p in params:
+                        noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                        spread = p.detach().double().std() + 0.5 if p.numel() > 1 else 1.0
+                        p.add_((0.5 * spread * noise).to(p.dtype))
+                try:
+                    self.inst.load()
+                    moved, moved_expected = self.run(), self.reference()
+                finally:
+                    with torch.no_grad():
+                        for p, value in zip(params, saved, strict=True):
+                            p.copy_(value)
+                    self.inst.load()
+                self.found.append(
+                    (name, description, _changed(moved, base), _changed(moved_expected, expected))
+                )
+        return self.found
+
+    def ignored(self) -> Diagnosis | None:
+        for name, description, student, judge in self.measure():
+            if judge and not student:
+                return Diagnosis(
+                    f"{name} ignored",
+                    f"your output does not change when {description} changes: it is not used",
+                    self.hints.get(name, ""),
+                )
+        return None
+
+    def misplaced(self) -> Diagnosis | None:
+        for name, description, student, judge in self.measure():
+            if student and not judge:
+                return Diagnosis(
+                    f"{name} used where it does not belong",
+                    f"your output changes when {description} changes, but the expected output does not",
+                    self.hints.get(name, ""),
+                )
+        return None
 
 
 def _changed(after: Tensor, before: Tensor) -> bool:
@@ -353,6 +362,90 @@ def masked_weight(weights: Tensor, mask: Tensor | None) -> Diagnosis | None:
         f"(at {list(index)})",
         "fill the scores where the mask is False with -inf before the softmax (mask is True where attention "
         "is allowed)",
+    )
+
+
+def read_attention(
+    inst: Instance,
+    node: nn.Module,
+    x: Tensor,
+    label: str,
+    context: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor | None:
+    """The attention weights (b, h, n_query, n_key) of the student's MultiHeadAttention ``node`` (a part
+    of ``inst.mirror``), read off its output: with identity values and output projection loaded, its
+    output is, head by head, the weights applied to the keys' own features, which a least-squares solve
+    takes back. None where the module is not laid out as the skeleton (queries, keys, values,
+    projection), a head has fewer features than there are keys, or the output is not such a product."""
+    layers = dict(node.named_children())
+    if not all(isinstance(layers.get(n), nn.Linear) for n in ("queries", "keys", "values", "projection")):
+        return None
+    source = x if context is None else context
+    heads, width = int(node.num_heads), x.shape[-1]
+    if width % heads or source.shape[1] > width // heads or layers["values"].weight.shape != (width, width):
+        return None
+    identity = [layers["values"], layers["projection"]]
+    saved = [(p, p.detach().clone()) for layer in identity for p in layer.parameters(recurse=False)]
+    with torch.no_grad():
+        for layer in identity:
+            layer.weight.copy_(torch.eye(width, dtype=layer.weight.dtype))
+            if layer.bias is not None:
+                layer.bias.zero_()
+    kwargs = {k: v for k, v in (("mask", mask), ("context", context)) if v is not None}
+    path = next(name for name, m in inst.mirror.named_modules() if m is node)
+    try:
+        inst.load()
+        out = inst.call(x, label=label, path=path, no_grad=True, **kwargs).output
+    finally:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+        inst.load()
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        return None
+    split = "b n (h d) -> b h n d"
+    out_h, keys = (rearrange(t.double(), split, h=heads) for t in (out, source))
+    weights = out_h @ torch.linalg.pinv(keys)
+    return weights if close(weights @ keys, out_h, tolerance_of(x.dtype)) else None
+
+
+def explain_attention(
+    weights: Tensor, expected: Tensor, scores: Tensor, scale: float, mask: Tensor | None
+) -> Diagnosis:
+    """What the attention weights read off the student's module show, against the expected ones
+    (``scores`` are q·kᵀ, unscaled; ``scale`` is 1/sqrt(head_dim))."""
+    weights, expected = weights.double(), expected.double()
+    found = first_of(
+        lambda: rows_sum_to_one(weights, "attention"),
+        lambda: masked_weight(weights, mask),
+        lambda: temperature(weights, scores.double(), scale, mask),
+    )
+    if found is not None:
+        return found
+    tolerance = tolerance_of(torch.float32)
+    if close(weights, expected, tolerance):
+        return Diagnosis(
+            "error after the attention weights",
+            "your attention weights are right (read with identity values and output projection), but the "
+            "output is not: the error comes after them",
+            "weight the values with them (einsum('bhqk, bhkd -> bhqd', att, values)), merge the heads with "
+            "rearrange(out, 'b h n d -> b n (h d)'), then apply self.projection",
+        )
+    if weights.shape[-1] == weights.shape[-2] and close(weights, expected.transpose(-1, -2), tolerance):
+        return Diagnosis(
+            "attention matrix transposed",
+            "your attention matrix is transposed: row i must hold query i's weights over the keys",
+            "the scores are einsum('bhqd, bhkd -> bhqk', queries, keys), softmax over the last axis",
+        )
+    index = tuple(int(i) for i in (~torch.isclose(weights, expected, *tolerance[::-1])).nonzero()[0])
+    return Diagnosis(
+        "attention weights differ",
+        f"your attention weights (read with identity values and output projection) differ from "
+        f"softmax(q·kᵀ / sqrt(head_dim)): at [batch, head, query, key] = {list(index)}, expected "
+        f"{float(expected[index]):.4g}, got {float(weights[index]):.4g}",
+        "energy = einsum('bhqd, bhkd -> bhqk', queries, keys); scale by sqrt(head_dim); mask; softmax over "
+        "the keys (dim=-1)",
     )
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from course_utils.checks.diagnose import Sensitivity, explain_attention, read_attention, token_dependence
 from course_utils.checks.parts import (
     attention_candidates,
     attention_matrix,
@@ -29,7 +30,7 @@ from course_utils.feedback import (
     on,
     random_tensor,
 )
-from course_utils.judge import subject
+from course_utils.judge import Instance, subject
 from course_utils.reference import AttentionWeights, sdpa_attention, split_heads, torch_multihead_attention
 
 SHORTCUTS = [
@@ -151,6 +152,56 @@ def attention_mistakes(x: Tensor, w: AttentionWeights, heads: int, mask: Tensor 
     return mistakes
 
 
+MASK_TOO_OPEN = (
+    "a query sees a key the mask forbids: fill the scores where mask is False with -inf "
+    "(scores.masked_fill(~mask, float('-inf'))) before the softmax; mask is True where attention is allowed."
+)
+MASK_TOO_CLOSED = (
+    "attention mixes every position the mask allows: the softmax runs over all keys (dim=-1), and each "
+    "output sums the values of all keys, weighted."
+)
+
+
+def attention_diagnoses(module: Instance, x: Tensor, mask: Tensor | None, call: str, **kwargs) -> list:
+    """General diagnostics of an attention module's output: its attention weights read off it, which
+    positions each output depends on, which weights it responds to."""
+    mirror, heads = module.mirror, module.mirror.num_heads
+    context = kwargs.get("context")
+
+    def reference(inputs: Tensor = x) -> Tensor:
+        weights = attention_candidates(mirror, call)[0]
+        return sdpa_attention(inputs, weights, heads, mask) if context is None else cross_reference(inputs)
+
+    def cross_reference(inputs: Tensor) -> Tensor:
+        from course_utils.checks.nb09_masked_attention_and_decoder import cross_sdpa
+
+        return cross_sdpa(inputs, context, attention_candidates(mirror, call)[0], heads, mask)
+
+    def student(inputs: Tensor = x) -> Tensor:
+        options = {k: v for k, v in (("mask", mask), ("context", context)) if v is not None}
+        return as_tensor(module.call(inputs, label=call, no_grad=True, **options).output, call)
+
+    def readout():
+        weights = read_attention(module, mirror, x, call, context, mask)
+        if weights is None:
+            return None
+        w = attention_candidates(mirror, call)[0]
+        q = split_heads(x, w.q, heads)
+        k = split_heads(x if context is None else context, w.k, heads)
+        scale = q.shape[-1] ** -0.5
+        return explain_attention(
+            weights, attention_matrix(q, k, scale, mask), q @ k.transpose(-1, -2), scale, mask
+        )
+
+    weights = Sensitivity(module, student, reference)
+    return [
+        weights.ignored,
+        readout,
+        weights.misplaced,
+        lambda: token_dependence(student, reference, x, MASK_TOO_OPEN, MASK_TOO_CLOSED),
+    ]
+
+
 @check
 def check_multi_head_attention(
     MultiHeadAttention: type,
@@ -190,7 +241,9 @@ def check_multi_head_attention(
         with torch.no_grad():
             references = [sdpa_attention(x, w, num_heads, m) for w in candidates]
             if not any(close(got, r) for r in references):
-                expect_close(got, references[0], call, attention_mistakes(x, candidates[0], num_heads, m))
+                mistakes = attention_mistakes(x, candidates[0], num_heads, m)
+                diagnoses = attention_diagnoses(module, x.detach(), m, call)
+                expect_close(got, references[0], call, mistakes, diagnoses=diagnoses)
         weights = next(w for w, r in zip(candidates, references, strict=True) if close(got, r))
         if grad:
             expect_trained(result, call)

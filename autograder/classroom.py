@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from autograder.class_report import write_class_report
 from autograder.grade import Assignment, Settings, grade_all, load_results
 from autograder.gradebook import record
 from autograder.release import ROOT, assignments
@@ -65,6 +66,7 @@ def grade_class(
     for result in results:
         write_feedback(result, out)
     write_csvs(results, out)
+    write_class_report(results, out)
     names = sorted({r["assignment"] for r in results} & set(known))  # results of older courses stay
     record(results, {a: Assignment.load(a, source_dir, release_dir) for a in names}, out / "gradebook.db")
     return results
@@ -72,4 +74,7 @@ def grade_class(
 
 def print_summary(results: list[dict], out: Path) -> None:
     print(summary(results))
-    print(f"\nWrote {out / 'grades.csv'}, {out / 'questions.csv'} and feedback/<student>/<assignment>.html")
+    print(
+        f"\nWrote {out / 'grades.csv'}, {out / 'questions.csv'}, feedback/<student>/<assignment>.html and "
+        f"{out / 'class_report.html'} (what the class got wrong)"
+    )

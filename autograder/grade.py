@@ -162,6 +162,8 @@ def _question(step: Step, outcome: Outcome | None, reason: str) -> dict:
         "message": "" if passed else _message(outcome, reason),
         "failed_part": "" if passed else "visible",
         "has_hidden_tests": False,
+        "mistake": "" if passed or outcome is None else outcome.mistake,
+        "mistake_kind": "" if passed or outcome is None else outcome.kind,
     }
 
 
@@ -170,7 +172,10 @@ def _with_hidden(question: dict, outcome: Outcome) -> dict:
     if outcome.status == "ok":
         return question
     message = f"A hidden test of this question failed: {_message(outcome, '')}"
-    return dict(question, score=0.0, outcome=OUTCOMES[outcome.status], message=message, failed_part="hidden")
+    found = {"mistake": outcome.mistake, "mistake_kind": outcome.kind}
+    return dict(
+        question, score=0.0, outcome=OUTCOMES[outcome.status], message=message, failed_part="hidden", **found
+    )
 
 
 def _message(outcome: Outcome | None, reason: str) -> str:

@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 
 ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
+TESTS = ("test_MultiHeadAttention", "test_MultiHeadAttention_mask")
 HEAD = '''class MultiHeadAttention(nn.Module):
     """Multi-head self-attention: (b, n, emb_size) -> (b, n, emb_size)."""
 
@@ -55,6 +56,7 @@ class Hostile:
     reason: str = ""
     review_off_reason: str = ""  # what the row says when the review is switched off, to show the judge
     review_only: bool = False
+    mistakes: tuple[tuple[str, str], ...] = ()  # (question, what the class report counts it as)
 
 
 def attention(forward: str, init: str = "", before: str = "") -> str:
@@ -157,6 +159,7 @@ HOSTILE = [
 """
         ),
         reason="changed the module's own weights",
+        mistakes=tuple((q, "forward changed its own weights") for q in TESTS),
     ),
     # 3. interception through public PyTorch APIs
     Hostile(

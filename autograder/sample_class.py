@@ -16,6 +16,7 @@ from autograder.hostile_class import HOSTILE, Hostile
 from autograder.release import ROOT
 
 ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
+TEST_MASK = "test_MultiHeadAttention_mask"
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 
 Cells = list[dict]
@@ -38,6 +39,7 @@ class Case:
     filename: str | None = None
     extra_files: tuple[str, ...] = ()
     reason: str = ""  # a phrase the row's reason must contain
+    mistakes: tuple[tuple[str, str], ...] = ()  # (question, what the class report counts it as)
 
 
 def load(folder: str, assignment: str) -> dict:
@@ -171,7 +173,7 @@ CASES = [
     Case("full", ATTENTION, "graded", 6),
     Case("full", POSITIONS, "graded", 3),
     Case("blank", ATTENTION, "graded", 0, blank),
-    Case("partial", ATTENTION, "graded", 4, MASK_IGNORED),
+    Case("partial", ATTENTION, "graded", 4, MASK_IGNORED, mistakes=((TEST_MASK, "mask ignored"),)),
     Case("partial", POSITIONS, "graded", 0, edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding")),
     Case(
         "hard_codes_d",
@@ -242,6 +244,7 @@ CASES = [
         4,
         add_cell("import course_utils.feedback as feedback\nfeedback.fail = print", base=MASK_IGNORED),
         reason="course_utils",
+        mistakes=((TEST_MASK, "mask ignored"),),
     ),
     Case(
         "rebinds_builtins",
@@ -288,7 +291,9 @@ def hostile(case: Hostile) -> Case:
         cells[find(cells, grade_id)]["source"] = case.answer
         return add_cell(case.extra, after=grade_id)(cells) if case.extra else cells
 
-    return Case(case.student, case.assignment, case.status, 0, make, reason=case.reason)
+    return Case(
+        case.student, case.assignment, case.status, 0, make, reason=case.reason, mistakes=case.mistakes
+    )
 
 
 CASES += [hostile(h) for h in HOSTILE]

@@ -140,12 +140,15 @@ class Subject:
         reply, out = self.transport.request(meta, tensors or [])
         error = reply.get("error")
         if error:
-            if error.get("type") == "NotImplementedError":
-                raise AssertionError(f"{label} raised NotImplementedError: {NOT_FILLED}")
+            kind = str(error.get("type"))
+            if kind == "NotImplementedError":
+                message = f"{label} raised NotImplementedError: {NOT_FILLED}"
+                raise failure(message, "blank not filled in", "blank")
             stage = "in the backward pass" if error.get("stage") == "backward" else ""
-            text = f"{label} raised {error.get('type')}" + (f" {stage}" if stage else "")
+            text = f"{label} raised {kind}" + (f" {stage}" if stage else "")
             message = error.get("message")
-            raise AssertionError(f"{text}: {message}" if message else text) from self.transport.cause()
+            found = failure(f"{text}: {message}" if message else text, f"raised {kind}", "error")
+            raise found from self.transport.cause()
         return reply, out
 
     def build(

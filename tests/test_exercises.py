@@ -1,5 +1,6 @@
 """The table of exercises agrees with the notebooks, the checks and the README that derive from it."""
 
+import inspect
 import json
 
 from autograder.assemble import split_hidden
@@ -46,3 +47,24 @@ def test_graded_cells_call_the_checks_of_their_notebooks_exercises_on_them():
 def test_the_readme_table_is_derived_from_the_exercises():
     text = (ROOT / "README.md").read_text()
     assert text == updated(text), "README.md's table is stale: run `python -m autograder readme`"
+
+
+def test_every_argument_of_every_exercise_is_varied_by_some_graded_case():
+    """A graded case that gives an argument another value than the check's default shows whether the
+    student's code uses it; the checks vary the others themselves (``varied_inside``)."""
+    unvaried = []
+    for exercise in EXERCISES:
+        calls = [c for c in graded_calls(exercise.notebook) if c.function in exercise.checks]
+        calls = [c for c in calls if c.targets and c.targets[0] == exercise.name]
+        for argument in set(exercise.arguments) - set(exercise.varied_inside):
+            defaults = {
+                c.function: inspect.signature(getattr(checks, c.function)).parameters[argument].default
+                for c in calls
+                if argument in inspect.signature(getattr(checks, c.function)).parameters
+            }
+            if not any(
+                dict(c.kwargs).get(argument, defaults.get(c.function)) != defaults.get(c.function)
+                for c in calls
+            ):
+                unvaried.append(f"{exercise.id} {exercise.name}: {argument}")
+    assert not unvaried, f"never given another value in a graded cell: {unvaried}"

@@ -332,3 +332,22 @@ def test_variants_keep_their_outcome_through_the_grader(tmp_path):
                 f"{variant.notebook} {variant.name}: {question['score']} {question['message'][:300]}"
             )
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_class_report_counts_what_the_sample_class_got_wrong(graded):
+    """Each named mistake the sample class is known to make, counted in class_report.csv as often as
+    the class makes it; the page holds the same tables and a chart per question."""
+    counted = {
+        (r["assignment"], r["question"], r["result"]): (r["kind"], int(r["students"]))
+        for r in rows(graded / "out" / "class_report.csv")
+    }
+    declared = Counter((c.assignment, question, mistake) for c in CASES for question, mistake in c.mistakes)
+    assert declared, "the sample class declares its mistakes"
+    for key, students in declared.items():
+        assert key in counted, f"{key} is not in the class report"
+        assert counted[key] == ("known" if key[2] == "mask ignored" else "diagnosed", students), key
+    for assignment, question in {k[:2] for k in counted}:  # every graded submission, counted once
+        total = sum(n for (a, q, _), (_, n) in counted.items() if (a, q) == (assignment, question))
+        assert total == sum(c.assignment == assignment and c.status != "malformed" for c in CASES), question
+    page = (graded / "out" / "class_report.html").read_text()
+    assert "mask ignored" in page and page.count("data:image/png;base64,") >= 4

@@ -33,9 +33,10 @@ class Step:
     """One cell the grader runs.
 
     ``kind`` is ``given`` (instructor code), ``test`` (a graded test cell, without its hidden tests),
-    ``hidden`` (those hidden tests), ``answer`` (a student's answer cell) or ``extra`` (a cell the
-    student added). ``refused`` lists the review's reasons not to run a student cell; ``checks`` are a
-    test step's check calls, which the judge runs.
+    ``hidden`` (those hidden tests), ``answer`` (a student's answer cell), ``extra`` (a cell the
+    student added) or ``written`` (a written answer, graded by hand: its text, never run). ``refused``
+    lists the review's reasons not to run a student cell; ``checks`` are a test step's check calls,
+    which the judge runs.
     """
 
     kind: str
@@ -63,7 +64,7 @@ class Program:
 
     @property
     def tests(self) -> list[Step]:
-        return [s for s in self.steps if s.kind == "test"]
+        return [s for s in self.steps if s.kind in ("test", "written")]
 
     @property
     def max_score(self) -> float:
@@ -154,6 +155,8 @@ def assemble(
 
     slot_of = {key(c): i for i, c in enumerate(source_cells)}
     answers = {key(c) for c in source_cells if nbgrader_meta(c).get("solution")}
+    written = {key(c) for c in source_cells if c["cell_type"] != "code" and _is_written(c)}
+    texts: dict[str, str] = {}
     locked = {key(c) for c in source_cells if _is_locked(c)}
     given_sources = {c["source"]: key(c) for c in source_cells if c["cell_type"] == "code"}
 
@@ -168,7 +171,9 @@ def assemble(
             name = given_sources[cell["source"]]  # a given cell whose id was lost
         if name in slot_of:
             slot = slot_of[name]
-            if name in answers:
+            if name in written:
+                texts[name] = cell["source"]
+            elif name in answers:
                 if cell["cell_type"] == "code":
                     by_slot.setdefault(slot, []).append(cell)
                 else:
@@ -206,7 +211,10 @@ def assemble(
     steps: list[Step] = [student(c) for c in by_slot.get(-1, [])]
     for i, cell in enumerate(source_cells):
         meta, name = nbgrader_meta(cell), key(cell)
-        if cell["cell_type"] != "code":
+        if name in written:  # a written answer, graded by hand: kept as the student wrote it
+            answer = texts.get(name, released.get(name, cell)["source"])
+            steps.append(Step("written", name, answer, name, float(meta.get("points", 0))))
+        elif cell["cell_type"] != "code":
             pass
         elif name in answers:
             mine = [c for c in by_slot.get(i, []) if not c.get("extra")]
@@ -238,6 +246,12 @@ def split_hidden(source: str) -> tuple[str, str]:
     if not match:
         return source, ""
     return source[: match.start()] + source[match.end() :], match.group(1)
+
+
+def _is_written(cell: dict) -> bool:
+    """A manually graded answer: a markdown cell that is both a solution and graded."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("solution") and meta.get("grade"))
 
 
 def _is_locked(cell: dict) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from autograder.grade import write_atomically
 
 COLUMNS = ["assignment", "question", "title", "result", "kind", "students"]
-LOST = ("timed out", "kernel died", "not run")
+LOST = ("timed out", "kernel died", "not run", "to grade by hand")
 
 
 def tally(results: list[dict]) -> dict[tuple[str, str], Counter]:

@@ -250,6 +250,8 @@ def execute(program: Program, limits: Limits, cell_timeout: float, notebook_time
                 left = deadline - time.monotonic()
                 if stopped is not None:
                     outcomes[i] = Outcome("skipped", evalue=f"not run: {stopped.evalue}")
+                elif step.kind == "written":
+                    outcomes[i] = Outcome("written", evalue="a written answer, to grade by hand")
                 elif step.refused:
                     outcomes[i] = Outcome("refused", "PolicyViolation", "; ".join(step.refused))
                 elif step.kind == "hidden" and outcomes[i - 1] is not None and outcomes[i - 1].status != "ok":

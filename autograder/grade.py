@@ -34,6 +34,7 @@ OUTCOMES = {
     "skipped": "not run",
     "tampered": "not run",
     "over limit": "not run",
+    "written": "to grade by hand",
 }
 
 
@@ -127,12 +128,15 @@ def _finish(
             result["notes"].append(f"{step.grade_id}: {outcome.evalue.splitlines()[0][:300]}")
         elif outcome and outcome.status == "error" and step.kind in ("answer", "extra"):
             result["notes"].append(f"cell {step.cell_id} raised {_message(outcome, '')[:200]}")
-        if step.kind == "test":
+        if step.kind in ("test", "written"):
             questions.append(_question(step, outcome, reason))
         elif step.kind == "hidden" and questions:
             questions[-1]["has_hidden_tests"] = True
             if outcome and outcome.status != "not run":
                 questions[-1] = _with_hidden(questions[-1], outcome)
+    by_hand = sum(s.points for s in program.steps if s.kind == "written")
+    if outcomes and by_hand:
+        result["notes"].append(f"{by_hand:g} points of written answers to grade by hand")
     if any(o.status == "tampered" for o in outcomes or []):
         questions = [dict(q, score=0.0) for q in questions]  # a submission caught tampering earns nothing
     if not status:
@@ -152,6 +156,19 @@ def _finish(
 
 
 def _question(step: Step, outcome: Outcome | None, reason: str) -> dict:
+    if step.kind == "written":
+        return {
+            "grade_id": step.grade_id,
+            "title": f"Written answer ({step.grade_id}), graded by hand",
+            "max_score": step.points,
+            "score": 0.0,
+            "outcome": "to grade by hand",
+            "message": step.source.strip()[:MESSAGE_LIMIT],
+            "failed_part": "",
+            "has_hidden_tests": False,
+            "mistake": "",
+            "mistake_kind": "",
+        }
     passed = outcome is not None and outcome.status == "ok"
     return {
         "grade_id": step.grade_id,

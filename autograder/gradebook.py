@@ -12,8 +12,9 @@ from autograder.release import put_alembic_on_path
 
 def record(results: list[dict], assignments: dict[str, Assignment], database: Path) -> Path:
     """Write every result into the gradebook at ``database``: assignments, their graded cells, students,
-    submissions and each question's automatic score. Rows with nothing handed in are left out, as
-    nbgrader does for a student who did not submit."""
+    submissions and each question's automatic score (written answers are left for formgrader to grade
+    by hand). Rows with nothing handed in are left out, as nbgrader does for a student who did not
+    submit."""
     put_alembic_on_path()
     with warnings.catch_warnings(), Gradebook(f"sqlite:///{database}") as gradebook:
         warnings.simplefilter("ignore", SAWarning)  # nbgrader's own session use, harmless
@@ -24,7 +25,11 @@ def record(results: list[dict], assignments: dict[str, Assignment], database: Pa
                 meta = cell.get("metadata", {}).get("nbgrader", {})
                 if meta.get("grade"):
                     gradebook.update_or_create_grade_cell(
-                        meta["grade_id"], name, name, max_score=float(meta["points"]), cell_type="code"
+                        meta["grade_id"],
+                        name,
+                        name,
+                        max_score=float(meta["points"]),
+                        cell_type=cell["cell_type"],
                     )
         for result in results:
             if result["status"] == "missing" or result["assignment"] not in assignments:
@@ -34,6 +39,9 @@ def record(results: list[dict], assignments: dict[str, Assignment], database: Pa
             gradebook.update_or_create_submission(name, student)
             for question in result["questions"]:
                 grade = gradebook.find_grade(question["grade_id"], name, name, student)
-                grade.auto_score = question["score"]
+                if question["outcome"] == "to grade by hand":  # formgrader shows it as needing a grade
+                    grade.auto_score, grade.manual_score = None, None
+                else:
+                    grade.auto_score = question["score"]
             gradebook.db.commit()
     return database

@@ -189,6 +189,11 @@ class Subject:
             instance.load()
         return instance
 
+    def value(self, label: str) -> Any:
+        """The value the student's name holds (an answer to a question), as data the judge owns."""
+        reply, out = self.ask(label, {"op": "value", "target": self.name})
+        return unpack(reply["value"], out)
+
     def call(
         self,
         *args: Any,

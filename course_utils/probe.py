@@ -181,6 +181,11 @@ class Probe:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         return {"devices": devices, "torch": torch.__version__}, []
 
+    def op_value(self, meta: dict, tensors: list) -> tuple[dict, list]:
+        """A value of the student's notebook (an answer to a question), as data."""
+        out: list[Tensor] = []
+        return {"value": pack(self.target(meta["target"]), out)}, out
+
     def op_forget(self, meta: dict, tensors: list) -> tuple[dict, list]:
         self.objects.clear()
         return {}, []

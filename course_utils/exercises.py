@@ -107,6 +107,14 @@ NOTEBOOKS = (
         "why attention is memory-hungry, einsum vs `scaled_dot_product_attention` as the sequence grows, "
         "fused `qkv`, `torch.compile`",
     ),
+    Notebook(
+        "11_swin_transformer",
+        "Swin Transformer",
+        "windows drawn on the token grid, the relative position index, the shifted windows' regions "
+        "and masks, what a token sees after a regular and a shifted block, equality with timm's "
+        "`SwinTransformerBlock` where timm is installed, Swin-T's four stages from your parts (28,288,354 "
+        "parameters, as timm's), window against global attention as the image grows",
+    ),
 )
 
 EXERCISES = (
@@ -162,6 +170,25 @@ EXERCISES = (
     ),
     Exercise(
         "04.1",
+        "04_multi_head_attention",
+        "attention",
+        ("check_single_head_attention",),
+        kind="function",
+        forbidden=TORCH_ATTENTION,
+        title="`attention(q, k, v, mask)` for one head",
+        arguments=("mask",),
+    ),
+    Exercise(
+        "04.2",
+        "04_multi_head_attention",
+        "attention_shapes",
+        ("check_attention_shapes",),
+        kind="function",
+        title="`attention_shapes`: the shapes of every intermediate tensor",
+        arguments=("b", "n", "emb_size", "num_heads"),
+    ),
+    Exercise(
+        "04.3",
         "04_multi_head_attention",
         "MultiHeadAttention",
         ("check_multi_head_attention",),
@@ -286,6 +313,50 @@ EXERCISES = (
         kind="function",
         forbidden=TORCH_ATTENTION,
         arguments=("chunk_size", "mask"),
+    ),
+    Exercise(
+        "11.1",
+        "11_swin_transformer",
+        "window_partition",
+        ("check_window_partition",),
+        kind="function",
+        title="`window_partition` / `window_reverse` with `rearrange`",
+        arguments=("window_size",),
+    ),
+    Exercise(
+        "11.2",
+        "11_swin_transformer",
+        "WindowAttention",
+        ("check_window_attention",),
+        forbidden=TORCH_ATTENTION,
+        title="`WindowAttention` with a relative position bias and per-window masks",
+        arguments=("dim", "window_size", "num_heads"),
+    ),
+    Exercise(
+        "11.3",
+        "11_swin_transformer",
+        "shifted_window_mask",
+        ("check_shifted_window_mask",),
+        kind="function",
+        title="`shifted_window_mask` (cyclic shift, region labels)",
+        arguments=("height", "width", "window_size", "shift_size"),
+    ),
+    Exercise(
+        "11.4",
+        "11_swin_transformer",
+        "PatchMerging",
+        ("check_patch_merging",),
+        title="`PatchMerging` (2×2 neighbours, LayerNorm, Linear 4c → 2c)",
+        arguments=("dim",),
+    ),
+    Exercise(
+        "11.5",
+        "11_swin_transformer",
+        "SwinBlock",
+        ("check_swin_block",),
+        forbidden=TORCH_ATTENTION,
+        title="`SwinBlock`, regular then shifted windows",
+        arguments=("dim", "num_heads", "window_size", "shift_size", "mlp_ratio"),
     ),
 )
 

@@ -222,9 +222,12 @@ def expect_close(
     the first of ``diagnoses`` finds (general questions asked of the student's code), else what the
     output alone shows (:func:`course_utils.checks.diagnose.of_output`), else the numbers.
 
-    ``tolerance`` is (atol, rtol); by default it follows the dtypes of ``got`` and ``expected``.
+    ``tolerance`` is (atol, rtol); by default that of the least precise of ``expected``'s dtype and
+    ``got``'s, where ``got`` is float32 or float64 (a float32 result in a float64 case is judged at float32
+    precision; a half-precision result never loosens a float32 or float64 case).
     """
-    tolerance = tolerance or tolerance_of(expected.dtype, got.dtype)
+    judged = got.dtype if got.dtype in (torch.float32, torch.float64) else expected.dtype
+    tolerance = tolerance or tolerance_of(expected.dtype, judged)
     expect_shape(got, expected.shape, what)
     if close(got, expected, tolerance):
         return

@@ -586,7 +586,18 @@ VARIANTS = POSITIONAL + PATCHES + TOKENS + ATTENTION + RESIDUAL + FEED_FORWARD +
 
 def all_variants() -> list[Variant]:
     """Every notebook's variants, including those kept in their own modules."""
-    from tests import mutations_decoder, mutations_fast, mutations_rnn, mutations_vit
+    from tests import (
+        mutations_decoder,
+        mutations_diagnosed_a,
+        mutations_diagnosed_b,
+        mutations_diagnosed_c,
+        mutations_fast,
+        mutations_mae,
+        mutations_rnn,
+        mutations_single_head,
+        mutations_swin,
+        mutations_vit,
+    )
 
     return (
         mutations_rnn.VARIANTS
@@ -594,4 +605,10 @@ def all_variants() -> list[Variant]:
         + mutations_vit.VARIANTS
         + mutations_decoder.VARIANTS
         + mutations_fast.VARIANTS
+        + mutations_diagnosed_a.VARIANTS
+        + mutations_diagnosed_b.VARIANTS
+        + mutations_diagnosed_c.VARIANTS
+        + mutations_swin.VARIANTS
+        + mutations_single_head.VARIANTS
+        + mutations_mae.VARIANTS
     )

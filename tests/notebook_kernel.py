@@ -84,7 +84,8 @@ def read(path: Path) -> nbformat.NotebookNode:
 
 
 def grade_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
-    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    """The graded code cells: what runs and scores (written answers are graded by hand)."""
+    return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
 
 
 def run_notebook(path: Path) -> tuple[Kernel, dict[str, CellRun], nbformat.NotebookNode]:

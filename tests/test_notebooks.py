@@ -37,7 +37,9 @@ def test_untouched_student_notebook_earns_zero_with_clear_messages(name):
         if cell in graded:
             assert run.score(points(cell)) == 0, f"{cell.id} gives points to an empty notebook"
         assert run.error is not None, f"{cell.id} passed on an empty notebook"
-        assert run.error.ename == "AssertionError", f"{cell.id} crashed: {run.message}"
+        question = "check_answer(" in cell.source  # an unanswered question's name is not defined yet
+        expected = ("AssertionError", "NameError") if question else ("AssertionError",)
+        assert run.error.ename in expected, f"{cell.id} crashed: {run.message}"
         assert "NotImplementedError" in run.message or "not defined" in run.message, run.message
 
 

@@ -1,5 +1,6 @@
 """The release: student notebooks are a fresh nbgrader generation, leak nothing, store no outputs."""
 
+import re
 import subprocess
 import sys
 
@@ -53,10 +54,13 @@ def test_nbgrader_metadata_is_complete(name):
     cells = [c.metadata.nbgrader for c in nb.cells if "nbgrader" in c.metadata]
     grade_ids = [c.grade_id for c in cells]
     assert len(grade_ids) == len(set(grade_ids)), "grade ids must be unique"
-    graded = [c for c in cells if c.grade]
+    graded = [c for c in cells if c.grade and not c.solution]
     assert graded and all(c.locked and c.points > 0 for c in graded)
+    marked = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    written = [c for c in marked if c.cell_type == "markdown"]
+    assert all(c.metadata.nbgrader.solution and c.metadata.nbgrader.points > 0 for c in written)
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade"):
+        if cell.metadata.get("nbgrader", {}).get("grade") and cell.cell_type == "code":
             assert cell.source.startswith('"""'), "a graded cell starts with a docstring"
             assert "### BEGIN HIDDEN TESTS" in cell.source, "a graded cell has hidden tests"
 
@@ -95,3 +99,27 @@ def test_ci_runs_exactly_the_readme_test_command():
     commands = [line for line in readme.splitlines() if line.endswith("-m pytest")]
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert commands == [ci], f"README: {commands}, .ci/run: {ci}"
+
+
+DETAILS = re.compile(r"<details>.*?</details>", re.S)
+MARKED = re.compile(r"^[ \t]*### BEGIN SOLUTION[ \t]*\n(.*?)^[ \t]*### END SOLUTION", re.S | re.M)
+
+
+def plain(text: str) -> str:
+    """Code as compared: no spaces, one kind of quote, no trailing comma or comment."""
+    text = re.sub(r"#[^\n'\"]*$", "", text, flags=re.M)
+    return re.sub(r"\s+", "", text).replace("'", '"').rstrip(",")
+
+
+@pytest.mark.parametrize("name", assignments())
+def test_no_notebook_prints_a_blanks_solution_above_it(name):
+    """Above each blank, the text explains (equation, shapes, concept) and never shows a line of the
+    answer; the exact call lives in a hint the student opens on purpose (a collapsed <details>)."""
+    shown: list[str] = []  # what a student reads before each blank: markdown and code, hints aside
+    leaked = []
+    for cell in read(ROOT / "solutions" / name / f"{name}.ipynb").cells:
+        for block in MARKED.findall(cell.source):
+            answer = {plain(line) for line in block.splitlines() if len(plain(line)) > 12}
+            leaked += [f"{cell.id}: {line}" for line in answer if any(line in text for text in shown)]
+        shown.append(plain(DETAILS.sub("", MARKED.sub("", cell.source))))
+    assert not leaked, f"solution lines shown above their blank: {leaked[:5]}"

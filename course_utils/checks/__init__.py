@@ -8,7 +8,11 @@ from course_utils.checks.nb03_class_token_and_positions import (
     check_prepend_cls_token,
     check_sinusoidal_positions,
 )
-from course_utils.checks.nb04_multi_head_attention import check_multi_head_attention
+from course_utils.checks.nb04_multi_head_attention import (
+    check_attention_shapes,
+    check_multi_head_attention,
+    check_single_head_attention,
+)
 from course_utils.checks.nb05_residual_and_layernorm import check_layer_norm, check_residual_add
 from course_utils.checks.nb06_feed_forward import check_feed_forward
 from course_utils.checks.nb07_transformer_encoder import (
@@ -31,6 +35,20 @@ from course_utils.checks.nb09_masked_attention_and_decoder import (
     check_shift_right,
 )
 from course_utils.checks.nb10_fast_attention import check_chunked_attention
+from course_utils.checks.nb11_swin_transformer import (
+    check_patch_merging,
+    check_shifted_window_mask,
+    check_swin_block,
+    check_window_attention,
+    check_window_partition,
+)
+from course_utils.checks.nb12_masked_autoencoder import (
+    check_mae_decoder,
+    check_mae_encoder,
+    check_mae_loss,
+    check_random_masking,
+)
+from course_utils.checks.questions import check_answer
 
 __all__ = [
     "check_classification_head",
@@ -57,4 +75,16 @@ __all__ = [
     "check_prepend_cls_token",
     "check_residual_add",
     "check_sinusoidal_positions",
+    "check_patch_merging",
+    "check_shifted_window_mask",
+    "check_swin_block",
+    "check_window_attention",
+    "check_window_partition",
+    "check_attention_shapes",
+    "check_single_head_attention",
+    "check_answer",
+    "check_random_masking",
+    "check_mae_encoder",
+    "check_mae_decoder",
+    "check_mae_loss",
 ]

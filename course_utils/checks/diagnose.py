@@ -270,7 +270,8 @@ def _positions(after: Tensor, before: Tensor) -> set[int]:
 def signature(structure: dict) -> list:
     """What a module's structure shows of its constructor's arguments: shapes and simple attributes."""
     return [
-        (n["class"], n["config"], [p[:2] for p in n["params"]], [c[0] for c in n["children"]])
+        (n["class"], n["config"], [p[:2] for p in n["params"]], [b[:2] for b in n["buffers"]])
+        + ([c[0] for c in n["children"]],)
         for n in structure["nodes"]
     ]
 
@@ -282,6 +283,8 @@ def ignored_arguments(
     argument whose value changes nothing in the module (no shape, no attribute) is ignored."""
     base = signature(student.build(0, meta=True, label=label, **kwargs).structure)
     for name, value in alternatives.items():
+        if name not in kwargs:
+            raise ValueError(f"ignored_arguments: {name} has no value to compare with in kwargs")
         other = student.build(0, meta=True, label=label, **{**kwargs, name: value}).structure
         if signature(other) == base:
             return Diagnosis(

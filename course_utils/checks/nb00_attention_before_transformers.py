@@ -4,17 +4,21 @@ The student's module gets the judge's weights; the reference is built from the j
 ``W``, ``U`` and ``v`` (the mirror), on the judge's inputs: the two input maps act as one linear layer
 on the concatenation ``[s; h_j]``, and the weights and the context are read out of
 ``scaled_dot_product_attention``, whose float mask adds the scores to all-zero query-key products.
-Known mistakes are recognised by transforming that reference.
+Known mistakes are recognised by transforming that reference. The layers' sizes must follow the three
+constructor arguments; weights that match no known mistake are asked which of W, U and v they respond
+to, and whether one scale of the scores explains them.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_utils.checks.diagnose import Sensitivity, expect_arguments_used
 from course_utils.checks.parts import GRAD_SEED, expect_gradients
 from course_utils.feedback import (
+    Diagnosis,
     Mistake,
     as_tensor,
     call_text,
@@ -29,7 +33,7 @@ from course_utils.feedback import (
     random_tensor,
     tolerance_of,
 )
-from course_utils.judge import Result, opaque_name, subject
+from course_utils.judge import Instance, Result, opaque_name, subject
 
 SHORTCUTS = ["scaled_dot_product_attention", "course_utils"]
 SQUEEZE = (
@@ -37,6 +41,21 @@ SQUEEZE = (
     "squeeze only the last axis, `.squeeze(-1)`."
 )
 LAYERS = "self.W (dec_size -> att_size), self.U (enc_size -> att_size) and self.v (att_size -> 1)"
+ARGUMENTS = {
+    "dec_size": "W maps the decoder state: self.W = nn.Linear(dec_size, att_size, bias=False)",
+    "enc_size": "U maps every encoder state: self.U = nn.Linear(enc_size, att_size)",
+    "att_size": "W and U map to att_size features, which v scores: "
+    "self.v = nn.Linear(att_size, 1, bias=False)",
+}
+SCORE = "e_j = v · tanh(W s_prev + U h_j)"
+WEIGHT_HINTS = {
+    "W.weight": f"the decoder state enters every score: {SCORE}, with W(s_prev) broadcast over the positions",
+    "W.bias": f"use the layer itself, self.W(s_prev), bias included: {SCORE}",
+    "U.weight": f"every encoder state enters its own score: {SCORE}",
+    "U.bias": f"use the layer itself, self.U(h), bias included: {SCORE}",
+    "v.weight": f"v turns each tanh vector into one score: self.v(...), then squeeze(-1): {SCORE}",
+    "v.bias": f"use the layer itself, self.v(...), bias included: {SCORE}",
+}
 
 
 def padding_mask(batch: int, seq_len: int, seed: int) -> Tensor:
@@ -178,8 +197,46 @@ def _context_mistakes(scores: Tensor, h: Tensor, mask: Tensor | None) -> list[Mi
     ]
 
 
-def _check_weights(alpha: Tensor, expected: Tensor, mask: Tensor | None, call: str, mistakes: list) -> None:
-    """alpha against the reference: a known mistake by name, else the rules it breaks, else the numbers."""
+def _score_scale(alpha: Tensor, scores: Tensor, mask: Tensor | None, att_size: int) -> Diagnosis | None:
+    """The one factor c for which alpha = softmax(c · e), when it is not 1: log alpha is c · e up to a
+    constant per row, a least-squares fit over the positions that get weight."""
+    alpha, scores = alpha.detach().cpu().double(), scores.detach().cpu().double()
+    keep = torch.ones_like(alpha, dtype=torch.bool) if mask is None else mask.cpu().clone()
+    keep &= alpha > 0
+    if not torch.isfinite(alpha).all() or (keep.sum(-1) < 2).all():
+        return None
+    rows = keep.sum(-1, keepdim=True).clamp(min=1)
+    logs = torch.where(keep, alpha.clamp(min=1e-300).log(), 0.0)
+    e = torch.where(keep, scores, 0.0)
+    y = torch.where(keep, logs - logs.sum(-1, keepdim=True) / rows, 0.0)
+    x = torch.where(keep, e - e.sum(-1, keepdim=True) / rows, 0.0)
+    if not (x * x).sum() > 0:
+        return None
+    factor = float((x * y).sum() / (x * x).sum())
+    masked = scores if mask is None else scores.masked_fill(~mask.cpu(), float("-inf"))
+    fitted = torch.softmax(factor * masked, dim=-1)
+    if abs(factor - 1) < 1e-3 or not close(alpha, fitted, tolerance_of(torch.float32)):
+        return None
+    named = {"sqrt(att_size)": att_size**0.5, "att_size": att_size}
+    name = next((n for n, value in named.items() if abs(value * factor - 1) < 1e-3), None)
+    return Diagnosis(
+        "scores scaled",
+        f"your weights are softmax(e / {1 / factor:.4g}), where softmax(e) is expected"
+        + (f": the scores are divided by {name}" if name else ""),
+        f"additive attention does not scale its scores: alpha = softmax(e) over the positions, {SCORE}",
+    )
+
+
+def _check_weights(
+    alpha: Tensor,
+    expected: Tensor,
+    mask: Tensor | None,
+    call: str,
+    mistakes: list,
+    diagnoses: Sequence[Callable[[], Diagnosis | None]] = (),
+) -> None:
+    """alpha against the reference: a known mistake by name, else the rules it breaks, else what
+    ``diagnoses`` find, else the numbers."""
     what = f"{call}: alpha (the attention weights)"
     if close(alpha, expected):
         return
@@ -204,7 +261,35 @@ def _check_weights(alpha: Tensor, expected: Tensor, mask: Tensor | None, call: s
             "positions where mask is False must get weight 0. Fill their scores with -inf before "
             "the softmax."
         )
-    expect_close(alpha, expected, what)
+    expect_close(alpha, expected, what, diagnoses=diagnoses)
+
+
+def _diagnoses(
+    module: Instance,
+    inputs: tuple[Tensor, Tensor, Tensor | None],
+    sizes: dict[str, tuple[int, int]],
+    call: str,
+    alpha: Tensor,
+) -> list[Callable[[], Diagnosis | None]]:
+    """Which of W, U and v the student's weights respond to, and one scale of the scores that explains
+    them (``inputs`` are s_prev, h and the mask)."""
+    s, h, mask = inputs
+    masks = {} if mask is None else {"mask": mask}
+
+    def student() -> Tensor:
+        output = module.call(s, h, label=call, no_grad=True, **masks).output
+        return as_tensor(output[1], f"{call} [1]")
+
+    def reference() -> Tensor:  # from the mirror as it is now (Sensitivity changes it)
+        layers = _layers(module.mirror, call, sizes)
+        return _attend(_scores(layers, s.double(), h.double()), h.double(), mask)[1]
+
+    def scale() -> Diagnosis | None:
+        scores = _scores(_layers(module.mirror, call, sizes), s.double(), h.double())
+        return _score_scale(alpha, scores, mask, sizes["v"][0])
+
+    weights = Sensitivity(module, student, reference, WEIGHT_HINTS)
+    return [weights.ignored, scale, weights.misplaced]
 
 
 @check
@@ -233,6 +318,9 @@ def check_additive_attention(
     sizes = {"W": (dec_size, att_size), "U": (enc_size, att_size), "v": (att_size, 1)}
     what = call_text("AdditiveAttention", **kwargs)
     for device in student.devices():
+        if device == student.devices()[0]:
+            others = dict(dec_size=dec_size + 1, enc_size=enc_size + 1, att_size=att_size + 1)
+            expect_arguments_used(student, what, kwargs, others, ARGUMENTS)
         module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         layers = _layers(module.mirror, what, sizes)
         s = random_tensor(batch, dec_size, seed=seed + 1, dtype=dtype).requires_grad_(grad)
@@ -264,7 +352,9 @@ def check_additive_attention(
         with torch.no_grad():
             scores = _scores(layers, s64, h64)
             expected_context, expected_alpha = (r.to(dtype) for r in _attend(scores, h64, m))
-            _check_weights(alpha, expected_alpha, m, call, _weight_mistakes(layers, s64, h64, m, dtype))
+            diagnoses = _diagnoses(module, (s.detach(), h.detach(), m), sizes, call, alpha)
+            mistakes = _weight_mistakes(layers, s64, h64, m, dtype)
+            _check_weights(alpha, expected_alpha, m, call, mistakes, diagnoses)
             expect_close(
                 context,
                 expected_context,

@@ -1,7 +1,10 @@
 """Checks of Q3 (class token) and Q4 (learned and sinusoidal position embeddings).
 
 The student's code runs on the judge's tokens; a learned table holds the judge's values (read off the
-mirror), the sinusoidal one is the student's own buffer, compared with the judge's table.
+mirror), the sinusoidal one is the student's own buffer, compared with the judge's table at float32
+precision, the precision the exercise asks it to be computed in, whatever dtype the module is moved to.
+A learned table must follow both constructor arguments; a wrong sinusoidal table is read as waves
+(:func:`course_utils.checks.nb01_positional_encoding.table_diagnoses`).
 """
 
 from collections.abc import Callable
@@ -9,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from course_utils.checks.diagnose import Sensitivity, expect_arguments_used
+from course_utils.checks.nb01_positional_encoding import LAYOUT, table_diagnoses
 from course_utils.checks.parts import GRAD_SEED, expect_gradients
 from course_utils.feedback import (
     Mistake,
@@ -21,11 +26,16 @@ from course_utils.feedback import (
     fail,
     on,
     random_tensor,
+    tolerance_of,
 )
 from course_utils.judge import Instance, Result, subject
 from course_utils.reference import sinusoidal_table
 
 ARGUMENTS = {"argument 1": "x", "argument 2": "cls_token"}
+TABLE_ARGUMENTS = {
+    "num_positions": "the table has one row per position: torch.randn(num_positions, emb_size)",
+    "emb_size": "each row is one emb_size vector: torch.randn(num_positions, emb_size)",
+}
 
 
 def _with_cls_token(x: Tensor, cls_token: Tensor) -> Tensor:
@@ -110,19 +120,17 @@ def check_learned_positions(
 ) -> None:
     """``LearnedPositions(num_positions, emb_size)``: a trainable table (the judge's values) added to x."""
     student = subject(LearnedPositions, "LearnedPositions")
-    what = call_text("LearnedPositions", num_positions=num_positions, emb_size=emb_size)
+    kwargs = dict(num_positions=num_positions, emb_size=emb_size)
+    what = call_text("LearnedPositions", **kwargs)
     for device in student.devices():
-        module = student.build(
-            seed, device=device, dtype=dtype, label=what, num_positions=num_positions, emb_size=emb_size
-        )
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         kind, positions = _own(module.mirror, "positions")
         if kind != "Parameter":
             fail(f"{what}.positions should be an nn.Parameter so the optimizer trains it; got {kind}.")
-        if positions.numel() != num_positions * emb_size:
-            fail(
-                f"{what}.positions should hold one emb_size vector per position, shape "
-                f"{(num_positions, emb_size)}; got {tuple(positions.shape)}."
-            )
+        if device == student.devices()[0]:  # after the kind: a buffer's shape is not in the signature
+            others = dict(num_positions=num_positions + 1, emb_size=emb_size + 1)
+            expect_arguments_used(student, what, kwargs, others, TABLE_ARGUMENTS)
+        _expect_table_shape(positions, num_positions, emb_size, f"{what}.positions")
         table = positions.detach().reshape(num_positions, emb_size)
         result = _check_adds_table(module, table, what, batch, dtype, device, seed, grad=True)
         if result.no_graph or result.param_grads is None or result.param_grads.get("positions") is None:
@@ -161,8 +169,12 @@ def check_sinusoidal_positions(
         "torch.tensor(table, dtype=torch.float32) so that float64 does not leak into "
         "the model's output.",
     )
+    _expect_table_shape(positions, num_positions, emb_size, f"{what}.positions")
+    got = positions.reshape(num_positions, emb_size)
     table = torch.from_numpy(sinusoidal_table(num_positions, emb_size)).float()
-    expect_close(positions.reshape(-1, emb_size), table, f"{what}.positions")
+    tolerance = tolerance_of(torch.float32)
+    diagnoses = table_diagnoses(got, table, 10000, tolerance)
+    expect_close(got, table, f"{what}.positions", hint=LAYOUT, tolerance=tolerance, diagnoses=diagnoses)
     for device in student.devices():
         for dtype in (torch.float32, torch.float64, torch.float16):
             moved = module.to(device, dtype)
@@ -171,7 +183,20 @@ def check_sinusoidal_positions(
             if now is None or now.dtype != dtype:
                 found = "gone" if now is None else f"{now.dtype}"
                 fail(f"{label}.positions is {found}, not {dtype}: a registered buffer moves with the module.")
-            _check_adds_table(moved, table.to(dtype), label, batch, dtype, device, seed)
+            # the table holds float32 values (the exercise's precision), in any dtype it is moved to
+            precision = tolerance_of(dtype, torch.float32)
+            _check_adds_table(moved, table.to(dtype), label, batch, dtype, device, seed, tolerance=precision)
+
+
+def _expect_table_shape(positions: Tensor, num_positions: int, emb_size: int, what: str) -> None:
+    """A position table is (num_positions, emb_size), or that with a leading batch axis of 1."""
+    shape = tuple(positions.shape)
+    if shape[-2:] != (num_positions, emb_size) or any(s != 1 for s in shape[:-2]):
+        swapped = " (rows and columns swapped?)" if shape[-2:] == (emb_size, num_positions) else ""
+        fail(
+            f"{what} should hold one emb_size vector per position, shape "
+            f"{(num_positions, emb_size)}; got {shape}{swapped}."
+        )
 
 
 def _check_adds_table(
@@ -183,13 +208,33 @@ def _check_adds_table(
     device: torch.device,
     seed: int,
     grad: bool = False,
+    tolerance: tuple[float, float] | None = None,
 ) -> Result:
-    """``module(x)`` must be x + table, in x's dtype; the call's result (with gradients if ``grad``)."""
+    """``module(x)`` must be x + table, in x's dtype; the call's result (with gradients if ``grad``).
+
+    Where the table is a parameter, a wrong output asks whether it responds to it at all."""
     num_positions, emb_size = table.shape
     x = random_tensor(batch, num_positions, emb_size, seed=seed, dtype=dtype)
     label = f"{what}(x of shape {tuple(x.shape)}, {dtype}){on(device)}"
     result = module.call(x, label=label, grad=GRAD_SEED if grad else None, no_grad=not grad)
     got = as_tensor(result.output, label)
     expect_dtype(got, dtype, label, "Adding the table must not change the dtype of x.")
-    expect_close(got, x + table, label, hint="The output is x plus the position table.")
+
+    def run() -> Tensor:
+        return as_tensor(module.call(x, label=label, no_grad=True).output, label)
+
+    def reference() -> Tensor:  # a learned table as the mirror holds it now (Sensitivity changes it)
+        kind, learned = _own(module.mirror, "positions")
+        return x + (learned.detach().reshape(table.shape) if kind == "Parameter" else table)
+
+    hints = {"positions": "forward adds the table itself: return x + self.positions"}
+    weights = Sensitivity(module, run, reference, hints)
+    expect_close(
+        got,
+        x + table,
+        label,
+        hint="The output is x plus the position table.",
+        tolerance=tolerance,
+        diagnoses=[weights.ignored, weights.misplaced],
+    )
     return result

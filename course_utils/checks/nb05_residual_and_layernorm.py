@@ -2,25 +2,30 @@
 
 ``ResidualAdd`` wraps a sublayer the probe builds (a Linear whose weights the judge draws, found in the
 mirror); the LayerNorm's gamma and beta hold the judge's values. The references are computed from the
-mirror on the judge's inputs.
+mirror on the judge's inputs. A wrong result that no known mistake matches is read as a mix of the
+expected terms (fn(x) and x; the normalised x̂, gamma and beta), as a LayerNorm with another eps, or by
+which of gamma and beta it responds to.
 """
 
 import torch
 from torch import Tensor, nn
 
+from course_utils.checks.diagnose import Sensitivity, combination, expect_arguments_used
 from course_utils.checks.parts import GRAD_SEED, expect_gradients, find_layers
 from course_utils.feedback import (
+    Diagnosis,
     Mistake,
     as_tensor,
     call_text,
     check,
+    close,
     expect_close,
     fail,
     forbid_calls,
     on,
     random_tensor,
 )
-from course_utils.judge import subject
+from course_utils.judge import Instance, subject
 from course_utils.reference import torch_layer_norm
 from course_utils.wire import Given
 
@@ -30,6 +35,13 @@ IN_PLACE = (
     "nn.Dropout in eval mode do, `+=` overwrites the caller's tensor. "
     "Hint: return self.fn(x, **kwargs) + x."
 )
+IN_PLACE_NAME = "adding the residual in place (x += res)"
+SUM = (
+    "return self.fn(x, **kwargs) + x: the sublayer's output plus the input x as it came in, each once "
+    "(x reassigned before the sum is no longer the input)."
+)
+KWARGS = "Pass keyword arguments on to fn: forward(self, x, **kwargs) returns self.fn(x, **kwargs) + x."
+SCALED = f"here fn(x, scale=2.0) = 2·fn(x). {KWARGS}"
 
 
 @check
@@ -57,9 +69,13 @@ def check_residual_add(
             )
         x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
         what = f"ResidualAdd(fn)(x){on(device)}"
-        got = as_tensor(block.call(x, label=what, no_grad=True).output, what)
+        result = block.call(x, label=what, no_grad=True, allow_changes=True)
+        if result.changed_inputs:
+            fail(f"{what} {IN_PLACE}", IN_PLACE_NAME, "known")
+        got = as_tensor(result.output, what)
         with torch.no_grad():
             fx = linears[0](x)
+        terms = {"fn(x)": fx, "x": x}
         expect_close(
             got,
             fx + x,
@@ -72,6 +88,7 @@ def check_residual_add(
                     lambda: x,
                 ),
             ],
+            diagnoses=[lambda: combination(got, terms, {"fn(x)": 1, "x": 1}, SUM)],
         )
         label = f"ResidualAdd(fn)(x, scale=2.0){on(device)}"
         got = as_tensor(block.call(x, label=label, no_grad=True, scale=2.0).output, label)
@@ -79,8 +96,8 @@ def check_residual_add(
             got,
             2 * fx + x,
             label,
-            hint="Pass keyword arguments on to fn: forward(self, x, **kwargs) "
-            "returns self.fn(x, **kwargs) + x.",
+            hint=KWARGS,
+            diagnoses=[lambda: combination(got, terms, {"fn(x)": 2, "x": 1}, SCALED)],
         )
         identity = student.build(
             seed, device=device, dtype=dtype, label="ResidualAdd(nn.Identity())", fn=Given("identity")
@@ -88,7 +105,7 @@ def check_residual_add(
         label = f"ResidualAdd(nn.Identity())(x){on(device)}"
         result = identity.call(x, label=label, no_grad=True, allow_changes=True)
         if result.changed_inputs:
-            fail(f"{label} {IN_PLACE}")
+            fail(f"{label} {IN_PLACE}", IN_PLACE_NAME, "known")
         expect_close(as_tensor(result.output, label), 2 * x, label)
         leaf = x.clone().requires_grad_()
         label = f"backward through ResidualAdd(nn.Identity())(x){on(device)}"
@@ -133,6 +150,79 @@ def _layer_norm_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> 
 
 
 FLAT = "a nearly constant x (variance close to eps)"
+AFFINE = "x̂ = (x - mean) / sqrt(var + eps) over the last axis; the result is x̂ * self.gamma + self.beta."
+AFFINE_HINTS = {
+    "gamma": "scale the normalised x by self.gamma: x̂ * self.gamma + self.beta.",
+    "beta": "shift the scaled x̂ by self.beta: x̂ * self.gamma + self.beta.",
+}
+
+
+def _normalised(x: Tensor, eps: float) -> Tensor:
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _affine_terms(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> dict[str, Tensor]:
+    """What a LayerNorm's result may be a mix of: x̂ scaled by gamma, beta, and the wrong pairings."""
+    normalised = _normalised(x, eps)
+    return {
+        "x̂·gamma": normalised * gamma,
+        "beta": beta.expand_as(x),
+        "x̂": normalised,
+        "x̂·beta": normalised * beta,
+        "gamma": gamma.expand_as(x),
+    }
+
+
+def _eps_used(
+    got: Tensor, x: Tensor, gamma: Tensor, beta: Tensor, eps: float, tolerance: tuple[float, float] | None
+) -> Diagnosis | None:
+    """The one eps for which the formula gives ``got`` (x nearly constant, where eps matters), when it is
+    not the eps the module was built with: sqrt(var + eps') = (x - mean) * gamma / (got - beta)."""
+    got = got.detach().double()
+    if got.shape != x.shape or not torch.isfinite(got).all():
+        return None
+    var, mean = torch.var_mean(x, dim=-1, unbiased=False, keepdim=True)
+    shifted = got - beta
+    usable = shifted.abs() > 1e-3 * shifted.abs().max()
+    if not usable.any():
+        return None
+    roots = ((x - mean) * gamma / shifted)[usable]
+    fitted = max(float((roots**2 - var.expand_as(x)[usable]).median()), 0.0)
+    if abs(fitted - eps) <= 0.05 * eps or not close(got, _normalised(x, fitted) * gamma + beta, tolerance):
+        return None
+    return Diagnosis(
+        "another eps",
+        f"your result is what LayerNorm gives as if eps were {fitted:.2g}, where eps={eps:g} was given",
+        "use the eps the module was built with: (x - mean) / torch.sqrt(var + self.eps).",
+    )
+
+
+def _layer_norm_diagnoses(
+    module: Instance, x: Tensor, got: Tensor, eps: float, label: str, tolerance: tuple[float, float] | None
+) -> list:
+    """Which of gamma and beta the result responds to, the mix of terms it is, the eps it used."""
+    parameters = dict(module.mirror.named_parameters(recurse=False))
+    gamma, beta = parameters["gamma"], parameters["beta"]  # read when called: Sensitivity moves them
+    x64 = x.double()
+
+    def student() -> Tensor:
+        return as_tensor(module.call(x, label=label, no_grad=True).output, label)
+
+    def reference() -> Tensor:
+        return torch_layer_norm(gamma.detach().double(), beta.detach().double(), eps)(x64).to(x.dtype)
+
+    def terms() -> Diagnosis | None:
+        found = _affine_terms(x64, gamma.detach().double(), beta.detach().double(), eps)
+        return combination(got, found, {"x̂·gamma": 1, "beta": 1}, AFFINE)
+
+    weights = Sensitivity(module, student, reference, AFFINE_HINTS)
+    return [
+        weights.ignored,
+        terms,
+        lambda: _eps_used(got, x64, gamma.detach().double(), beta.detach().double(), eps, tolerance),
+        weights.misplaced,
+    ]
 
 
 @check
@@ -147,19 +237,28 @@ def check_layer_norm(
 ) -> None:
     """``LayerNorm(emb_size, eps)`` with parameters ``gamma``, ``beta`` against ``nn.LayerNorm``.
 
-    Tried on ordinary inputs and on nearly constant ones, where eps matters.
+    Tried on ordinary inputs and on nearly constant ones, where eps matters. ``emb_size`` must size the
+    module and, where it keeps an ``eps`` (the skeleton's self.eps), ``eps`` must be the one kept.
     """
     forbid_calls(LayerNorm, ["layer_norm", "nn.LayerNorm", "course_utils"], "LayerNorm")
     student = subject(LayerNorm, "LayerNorm")
-    what = call_text("LayerNorm", emb_size=emb_size, eps=eps)
-    for device in student.devices():
-        module = student.build(seed, device=device, dtype=dtype, label=what, emb_size=emb_size, eps=eps)
+    kwargs = dict(emb_size=emb_size, eps=eps)
+    what = call_text("LayerNorm", **kwargs)
+    for i, device in enumerate(student.devices()):
+        module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         parameters = dict(module.mirror.named_parameters(recurse=False))
         gamma, beta = parameters.get("gamma"), parameters.get("beta")
         if not all(p is not None and p.shape == (emb_size,) for p in (gamma, beta)):
             fail(
                 f"{what} needs learnable nn.Parameter gamma (ones) and beta (zeros) of shape "
                 f"({emb_size},), as in the skeleton."
+            )
+        if i == 0:
+            alternatives = {"emb_size": emb_size + 1}
+            if any("eps" in node["config"] for node in module.structure["nodes"]):
+                alternatives["eps"] = eps * 10
+            expect_arguments_used(
+                student, what, kwargs, alternatives, {"eps": "keep it: self.eps = eps, as in the skeleton."}
             )
         gamma64, beta64 = gamma.detach().double(), beta.detach().double()  # the judge's draw
         reference = torch_layer_norm(gamma64, beta64, eps)
@@ -173,4 +272,5 @@ def check_layer_norm(
             with torch.no_grad():
                 expected = reference(x.double()).to(dtype)
                 mistakes = _layer_norm_mistakes(x.double(), gamma64, beta64, eps)
-            expect_close(got, expected, label, mistakes, tolerance=tolerance)
+                diagnoses = _layer_norm_diagnoses(module, x, got, eps, label, tolerance)
+                expect_close(got, expected, label, mistakes, tolerance=tolerance, diagnoses=diagnoses)

@@ -3,7 +3,9 @@
 The student's module gets the judge's weights; each block is compared with an
 ``nn.TransformerEncoderLayer(norm_first=True)`` assembled from the judge's copy of its parts (the mirror),
 on the judge's inputs. The block's attention is called once on its own, on the judge's normalised input,
-to learn which fused-qkv layout it uses (both are correct).
+to learn which fused-qkv layout it uses (both are correct). Every constructor argument must shape the
+module; a wrong result that no known mistake matches is explained by the weights it ignores (each
+LayerNorm's scale and shift, the attention, each Linear) or as a wrong sum of the block's terms.
 """
 
 import numbers
@@ -13,6 +15,12 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
+from course_utils.checks.diagnose import (
+    Sensitivity,
+    combination,
+    expect_arguments_used,
+    parameter_groups,
+)
 from course_utils.checks.parts import attention_candidates, attention_modules, entries, find_layers, path_of
 from course_utils.feedback import (
     Mistake,
@@ -27,8 +35,22 @@ from course_utils.feedback import (
 )
 from course_utils.judge import Instance, name_of, opaque_name, subject
 from course_utils.probe import library_class
-from course_utils.reference import AttentionWeights, sdpa_attention, torch_encoder_layer
+from course_utils.reference import sdpa_attention, torch_encoder_layer
 
+BLOCK = "the block computes h = x + MHA(LN₁(x)), then returns h + FFN(LN₂(h)), each LayerNorm its own"
+CHAIN = "the blocks are applied one after another, each to the previous block's output: x = block(x)"
+BLOCK_ARGUMENTS = {
+    "emb_size": "pass emb_size on to both LayerNorms, MultiHeadAttention and FeedForwardBlock.",
+    "num_heads": "pass **kwargs on to MultiHeadAttention(emb_size, **kwargs).",
+    "forward_expansion": "pass forward_expansion on: "
+    "FeedForwardBlock(emb_size, expansion=forward_expansion).",
+}
+ENCODER_ARGUMENTS = {
+    "num_heads": "pass **kwargs on to every TransformerEncoderBlock(**kwargs).",
+    "emb_size": "pass **kwargs on to every TransformerEncoderBlock(**kwargs).",
+    "depth": "TransformerEncoder(depth, **kwargs) holds depth blocks: "
+    "[TransformerEncoderBlock(**kwargs) for _ in range(depth)].",
+}
 TORCH_TRANSFORMER = {
     library_class(c) for c in (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
 }
@@ -48,24 +70,25 @@ def _attention_module(block: nn.Module, what: str) -> nn.Module:
     return found[0]
 
 
-def _checked_attention(inst: Instance, mha: nn.Module, y: Tensor, what: str) -> AttentionWeights:
-    """The attention weights, once the student's MultiHeadAttention is known to be right on ``y``."""
+def _checked_layout(inst: Instance, mha: nn.Module, y: Tensor, what: str) -> int:
+    """Which reading of the attention weights (fused-qkv layout) the student's MultiHeadAttention uses,
+    once it is known to be right on ``y``."""
     label = f"the MultiHeadAttention inside {what}"
     got = as_tensor(inst.call(y, label=label, path=path_of(inst.mirror, mha), no_grad=True).output, label)
-    for weights in attention_candidates(mha, what):
+    for layout, weights in enumerate(attention_candidates(mha, what)):
         if close(got, sdpa_attention(y, weights, mha.num_heads)):
-            return weights
+            return layout
     fail(
         f"{what}: the MultiHeadAttention inside does not match scaled_dot_product_attention. "
         "Fix it first: run check_multi_head_attention(MultiHeadAttention) from notebook 04."
     )
 
 
-def reference_layer(
-    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
-) -> nn.TransformerEncoderLayer:
-    """The ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block`` (a part of
-    ``inst.mirror``), whose input is ``x``; its attention is called once on the first norm of ``x``."""
+def block_parts(
+    block: nn.Module, what: str
+) -> tuple[tuple[nn.LayerNorm, nn.LayerNorm], nn.Module, tuple[nn.Linear, nn.Linear]]:
+    """An encoder block's two LayerNorms, its MultiHeadAttention and its feed-forward Linears (in the
+    judge's copy), or a failure naming what is missing or shared."""
     if builds_on_torch_transformer(block):
         fail(
             f"{what}: build the block from your own MultiHeadAttention, ResidualAdd and "
@@ -85,9 +108,60 @@ def reference_layer(
     linears = [m for m in find_layers(block, nn.Linear) if id(m) not in in_attention]
     if len(linears) != 2:
         fail(f"{what}: expected a FeedForwardBlock with two nn.Linear layers, found {len(linears)}.")
+    return (norms[0], norms[1]), mha, (linears[0], linears[1])
+
+
+def layer_builder(
+    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
+) -> Callable[[], nn.TransformerEncoderLayer]:
+    """A function that builds the ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block``
+    (a part of ``inst.mirror``) as they are when it is called; the block's attention is checked once
+    here, on the first norm of ``x``, its input."""
+    norms, mha, linears = block_parts(block, what)
     with torch.no_grad():
-        weights = _checked_attention(inst, mha, norms[0](x), what)
-    return torch_encoder_layer(tuple(norms), weights, tuple(linears), mha.num_heads, norm_first).eval()
+        layout = _checked_layout(inst, mha, norms[0](x), what)
+
+    def build() -> nn.TransformerEncoderLayer:
+        weights = attention_candidates(mha, what)[layout]
+        return torch_encoder_layer(norms, weights, linears, mha.num_heads, norm_first).eval()
+
+    return build
+
+
+def reference_layer(
+    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
+) -> nn.TransformerEncoderLayer:
+    """The ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block`` (a part of
+    ``inst.mirror``), whose input is ``x``; its attention is called once on the first norm of ``x``."""
+    return layer_builder(inst, block, x, what, norm_first)()
+
+
+def block_hints(block: nn.Module) -> dict[str, str]:
+    """What each weight of an encoder block (a whole mirror) is for, by the name :class:`Sensitivity`
+    gives it."""
+    (norm1, norm2), mha, linears = block_parts(block, "")
+    sublayers = [
+        (norm1, f"LN₁ is the first LayerNorm, on attention's input: {BLOCK}."),
+        (norm2, f"LN₂ is the second LayerNorm, on the feed-forward block's input: {BLOCK}."),
+        (mha, f"apply the attention in the first sublayer: {BLOCK}."),
+        *((linear, f"apply the FeedForwardBlock in the second sublayer: {BLOCK}.") for linear in linears),
+    ]
+    hints = {}
+    for part, hint in sublayers:
+        for name, _, _ in parameter_groups(part):
+            hints[name if part is mha else f"{path_of(block, part)}.{name}"] = hint
+    return hints
+
+
+def another_divisor(n: int, d: int) -> int | None:
+    """Another divisor of ``n`` than ``d`` (another number of heads for emb_size, another patch size for
+    img_size), or None where there is none."""
+    return next((c for c in (2 * d, d // 2, 1, n) if c and c != d and not n % c), None)
+
+
+def alternatives_of(**values: int | None) -> dict[str, int]:
+    """The other values to build a module with, leaving out an argument that has none."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _block_mistakes(
@@ -143,13 +217,29 @@ def check_encoder_block(
     student = subject(TransformerEncoderBlock, "TransformerEncoderBlock")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
     what = call_text("TransformerEncoderBlock", **kwargs)
-    for device in student.devices():
+    for i, device in enumerate(student.devices()):
         block = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         heads = _attention_module(block.mirror, what).num_heads
         if heads != num_heads:
             fail(
                 f"{what}: its MultiHeadAttention has num_heads={heads}, expected {num_heads}: "
                 "pass **kwargs on to MultiHeadAttention(emb_size, **kwargs)."
+            )
+        linears = block_parts(block.mirror, what)[2]
+        if i == 0:
+            alternatives = alternatives_of(
+                num_heads=another_divisor(emb_size, num_heads),
+                emb_size=emb_size + num_heads,
+                forward_expansion=forward_expansion + 1,
+            )
+            expect_arguments_used(student, what, kwargs, alternatives, BLOCK_ARGUMENTS)
+        hidden = linears[0].out_features
+        if hidden != forward_expansion * emb_size:
+            fail(
+                f"{what}: its FeedForwardBlock has {hidden} hidden units, expected forward_expansion * "
+                f"emb_size = {forward_expansion * emb_size}.\nHint: {BLOCK_ARGUMENTS['forward_expansion']}",
+                "hidden width",
+                "diagnosed",
             )
         x = random_tensor(batch, seq_len, emb_size, seed=seed, dtype=dtype)
         label = f"{what}(x){on(device)}"
@@ -158,8 +248,34 @@ def check_encoder_block(
             fail(f"{label} changed its input x: is a residual added in place (x += ...)?")
         got = as_tensor(result.output, label)
         with torch.no_grad():
-            layer = reference_layer(block, block.mirror, x, what)
-            expect_close(got, layer(x), label, _block_mistakes(block, block.mirror, layer, x, what))
+            build = layer_builder(block, block.mirror, x, what)
+            layer = build()
+            expect_close(
+                got,
+                layer(x),
+                label,
+                _block_mistakes(block, block.mirror, layer, x, what),
+                diagnoses=_block_diagnoses(block, build, x, got, label),
+            )
+
+
+def _block_diagnoses(
+    block: Instance, build: Callable[[], nn.TransformerEncoderLayer], x: Tensor, got: Tensor, label: str
+) -> list:
+    """The weights the block's output ignores or responds to wrongly; its sum of terms."""
+
+    def student() -> Tensor:
+        return as_tensor(block.call(x, label=label, no_grad=True, allow_changes=True).output, label)
+
+    def terms():
+        layer = build()
+        attended = layer._sa_block(layer.norm1(x), None, None)
+        h = x + attended
+        found = {"x": x, "MHA(LN₁(x))": attended, "FFN(LN₂(h))": layer._ff_block(layer.norm2(h))}
+        return combination(got, found, {"x": 1, "MHA(LN₁(x))": 1, "FFN(LN₂(h))": 1}, f"{BLOCK}.")
+
+    weights = Sensitivity(block, student, lambda: build()(x), block_hints(block.mirror))
+    return [weights.ignored, terms, weights.misplaced]
 
 
 @check
@@ -178,7 +294,7 @@ def check_encoder(
     block_class = name_of(TransformerEncoderBlock, "TransformerEncoderBlock")
     kwargs = dict(depth=depth, emb_size=emb_size, num_heads=num_heads)
     what = call_text("TransformerEncoder", **kwargs)
-    for device in student.devices():
+    for i, device in enumerate(student.devices()):
         encoder = student.build(seed, device=device, label=what, **kwargs)
         blocks = [m for m in encoder.mirror.modules() if m.student_class == block_class]
         slots = [m for m in entries(encoder.mirror) if m.student_class == block_class]  # repeats kept
@@ -188,6 +304,11 @@ def check_encoder(
                 "weights ([block] * depth). Hint: create a new TransformerEncoderBlock for each layer, "
                 "e.g. [TransformerEncoderBlock(**kwargs) for _ in range(depth)]."
             )
+        if i == 0:
+            alternatives = alternatives_of(
+                num_heads=another_divisor(emb_size, num_heads), emb_size=emb_size + num_heads, depth=depth + 1
+            )
+            expect_arguments_used(student, what, kwargs, alternatives, ENCODER_ARGUMENTS)
         if len(blocks) != depth:
             fail(f"{what}: expected {depth} TransformerEncoderBlock layers, found {len(blocks)}.")
         heads = {_attention_module(b, what).num_heads for b in blocks}
@@ -200,10 +321,36 @@ def check_encoder(
         label = f"{what}(x){on(device)}"
         got = as_tensor(encoder.call(x, label=label, no_grad=True).output, label)
         with torch.no_grad():
-            expected = x
+            builds, expected = [], x
             for block in blocks:
-                expected = reference_layer(encoder, block, expected, what)(expected)
-            expect_close(got, expected, label, hint="The blocks are applied one after another.")
+                builds.append(layer_builder(encoder, block, expected, what))
+                expected = builds[-1]()(expected)
+            expect_close(
+                got,
+                expected,
+                label,
+                hint="The blocks are applied one after another.",
+                diagnoses=_encoder_diagnoses(encoder, builds, x, label),
+            )
+
+
+def _encoder_diagnoses(
+    encoder: Instance, builds: list[Callable[[], nn.TransformerEncoderLayer]], x: Tensor, label: str
+) -> list:
+    """The weights the encoder's output ignores, or responds to where the chained blocks do not."""
+
+    def chained() -> Tensor:
+        h = x
+        for build in builds:
+            h = build()(h)
+        return h
+
+    def student() -> Tensor:
+        return as_tensor(encoder.call(x, label=label, no_grad=True).output, label)
+
+    hints = {name: f"{CHAIN}." for name, _, _ in parameter_groups(encoder.mirror)}
+    weights = Sensitivity(encoder, student, chained, hints)
+    return [weights.ignored, weights.misplaced]
 
 
 def _components(patch_size, emb_size, depth, mlp_size, img_size, in_channels, n_classes):

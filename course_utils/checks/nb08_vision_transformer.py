@@ -6,18 +6,35 @@ of them (the mirror), on the judge's inputs. ``check_vit`` judges the assembled 
 parameter and its parameter count against :func:`course_utils.reference.vit_parameter_count`, then its
 output against a ViT assembled from its own parts: the PatchEmbedding, each encoder block as an
 ``nn.TransformerEncoderLayer`` and the head. ``check_overfits`` trains a tiny one on random images and
-asks that it memorises them.
+asks that it memorises them. Every constructor argument of the head and of the ViT must shape them; a
+wrong result that no known mistake matches is explained by the weights it ignores, and for the head by
+the tokens its scores depend on (the class token alone for pool='cls', every token for 'mean').
+For pool='mean' the head may normalise before or after the pooling: the lecture's head averages the tokens
+and then normalises, the reference ViT's normalises every token (its encoder norm) and then averages.
 """
 
 import math
+import re
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_utils.checks.diagnose import (
+    Sensitivity,
+    expect_arguments_used,
+    parameter_groups,
+    token_dependence,
+)
 from course_utils.checks.nb02_patch_embedding import reference_outputs as patch_projections
-from course_utils.checks.nb07_transformer_encoder import builds_on_torch_transformer, reference_layer
+from course_utils.checks.nb07_transformer_encoder import (
+    alternatives_of,
+    another_divisor,
+    builds_on_torch_transformer,
+    layer_builder,
+)
 from course_utils.checks.parts import (
     GRAD_SEED,
     attention_modules,
@@ -27,6 +44,7 @@ from course_utils.checks.parts import (
     path_of,
 )
 from course_utils.feedback import (
+    Diagnosis,
     Mistake,
     as_tensor,
     call_text,
@@ -50,6 +68,38 @@ PARTS = (
     "in_channels, patch_size, emb_size and img_size, the TransformerEncoder depth, emb_size and the "
     "other keyword arguments, the ClassificationHead emb_size and n_classes"
 )
+ASSEMBLED = (
+    "A ViT applies its PatchEmbedding, then each encoder block in turn, then the ClassificationHead "
+    "(pooling, LayerNorm, Linear), and nothing else."
+)
+HEAD_ARGUMENTS = {
+    "emb_size": "size the LayerNorm and the Linear with it: nn.LayerNorm(emb_size), "
+    "nn.Linear(emb_size, n_classes).",
+    "n_classes": "the Linear gives one score per class: nn.Linear(emb_size, n_classes).",
+}
+EMBEDDING_ARGUMENT = "pass it on: PatchEmbedding(in_channels, patch_size, emb_size, img_size)."
+VIT_ARGUMENTS = {
+    "in_channels": EMBEDDING_ARGUMENT,
+    "patch_size": EMBEDDING_ARGUMENT,
+    "emb_size": "pass it on to all three parts: PatchEmbedding(..., emb_size, ...), "
+    "TransformerEncoder(depth, emb_size=emb_size, **kwargs), ClassificationHead(emb_size, n_classes).",
+    "img_size": EMBEDDING_ARGUMENT,
+    "depth": "pass it on: TransformerEncoder(depth, emb_size=emb_size, **kwargs).",
+    "n_classes": "pass it on: ClassificationHead(emb_size, n_classes).",
+    "num_heads": "pass **kwargs on: TransformerEncoder(depth, emb_size=emb_size, **kwargs).",
+}
+POOLING = {
+    "cls": (
+        "with pool='cls' the scores depend on the class token alone, the output at position 0: x[:, 0].",
+        "with pool='cls' the scores come from the class token, the output at position 0: x[:, 0].",
+    ),
+    "mean": (
+        "with pool='mean' the scores depend on the mean of all tokens, the class token's output included.",
+        "with pool='mean' every token counts, the class token's output included: "
+        "Reduce('b n e -> b e', reduction='mean').",
+    ),
+}
+SEES_TOO_MUCH = "sees positions it must not"  # the name token_dependence gives an extra dependence
 CLASS_TOKEN = ("cls", "class")  # what the class token's name holds
 SCALE, SHIFT = ("gamma", "weight", "scale"), ("beta", "bias", "shift")  # a hand-written LayerNorm's names
 
@@ -204,6 +254,16 @@ def _pooled(x: Tensor, pool: str) -> Tensor:
     return x.mean(dim=1) if pool == "mean" else x[:, 0]
 
 
+def _head_outputs(x: Tensor, pool: str, norm, linear: nn.Linear) -> list[Tensor]:
+    """What a correct head may give: pool, LayerNorm, Linear (the lecture's order); for pool='mean' also
+    LayerNorm on every token, then the mean, then Linear (the reference ViT's average-pooling head, whose
+    encoder norm comes before the pooling). For pool='cls' the two orders are the same."""
+    outputs = [linear(norm(_pooled(x, pool)))]
+    if pool == "mean":
+        outputs.append(linear(norm(x).mean(dim=1)))
+    return outputs
+
+
 def _head_mistakes(x: Tensor, pool: str, norm, linear: nn.Linear) -> list[Mistake]:
     def classify(v: Tensor) -> Tensor:
         return linear(norm(v))
@@ -232,11 +292,6 @@ def _head_mistakes(x: Tensor, pool: str, norm, linear: nn.Linear) -> list[Mistak
                 "the class token taken where pool='mean' asks for the mean of all tokens",
                 "with pool='mean', average all tokens: Reduce('b n e -> b e', reduction='mean').",
                 lambda: classify(first),
-            ),
-            Mistake(
-                "LayerNorm applied to the tokens before the pooling",
-                "pool first, then normalise the pooled vector: Reduce -> LayerNorm -> Linear.",
-                lambda: linear(norm(x).mean(dim=1)),
             ),
         ]
     else:
@@ -268,10 +323,13 @@ def check_classification_head(
     and is named.
     """
     student = subject(ClassificationHead, "ClassificationHead")
-    for device in student.devices():
+    for i, device in enumerate(student.devices()):
         for pool in pools:
             kwargs = dict(emb_size=emb_size, n_classes=n_classes, pool=pool)
             what = call_text("ClassificationHead", **kwargs)
+            if i == 0 and pool == pools[0]:
+                alternatives = dict(emb_size=emb_size + 1, n_classes=n_classes + 1)
+                expect_arguments_used(student, what, kwargs, alternatives, HEAD_ARGUMENTS)
             head = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
             linear = _head_linear(find_layers(head.mirror, nn.Linear), emb_size, n_classes, what)
             norm = _head_norm(list(head.mirror.modules()), emb_size, what)
@@ -292,8 +350,44 @@ def check_classification_head(
                 )
             expect_shape(got, (batch, n_classes), label, "One row of n_classes scores per image.")
             with torch.no_grad():
-                expected = linear(norm(_pooled(x, pool)))
-                expect_close(got, expected, label, _head_mistakes(x, pool, norm, linear))
+                expected = _head_outputs(x, pool, norm, linear)
+                if any(close(got, e) for e in expected):
+                    continue
+                expect_close(
+                    got,
+                    expected[0],
+                    label,
+                    _head_mistakes(x, pool, norm, linear),
+                    diagnoses=_head_diagnoses(head, x, pool, norm, linear, label),
+                )
+
+
+def _head_diagnoses(head: Instance, x: Tensor, pool: str, norm, linear: nn.Linear, label: str) -> list:
+    """The head's weights its scores ignore, and the tokens they depend on, against the pooling's."""
+
+    def student(inputs: Tensor = x) -> Tensor:
+        return as_tensor(head.call(inputs, label=label, no_grad=True).output, label)
+
+    def reference(inputs: Tensor = x) -> Tensor:  # the mirror's weights as they are when called
+        return linear(norm(_pooled(inputs, pool)))
+
+    def tokens() -> Diagnosis | None:
+        def scores(run):  # (b, n_classes) as the one output position: which input tokens move it
+            return lambda inputs: run(inputs)[:, None]
+
+        found = token_dependence(scores(student), scores(reference), x, *POOLING[pool])
+        position = None if found is None else re.search(r"input position (\d+)", found.sentence)
+        if position is None:
+            return found
+        token = position.group(1)
+        seen = found.name == SEES_TOO_MUCH
+        verb, must = ("change", "must not") if seen else ("do not change", "must")
+        sentence = f"your scores {verb} when token {token} of the input changes, but they {must} depend on it"
+        return replace(found, sentence=sentence)
+
+    hint = "the head is pooling -> LayerNorm -> Linear, each with its own weights."
+    weights = Sensitivity(head, student, reference, {n: hint for n, _, _ in parameter_groups(head.mirror)})
+    return [weights.ignored, tokens, weights.misplaced]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,26 +524,47 @@ def _head(
     return linear, norm, tuple(pools[:1]) or ("mean", "cls")
 
 
-def _assembled(model: Instance, x: Tensor, kwargs: dict, what: str) -> list[Tensor]:
-    """The logits of a ViT assembled from the mirror's parts: PatchEmbedding, each encoder block as an
-    nn.TransformerEncoderLayer, pooling, LayerNorm, Linear; one per patch layout and pooling allowed."""
+def _assembled(model: Instance, x: Tensor, kwargs: dict, what: str) -> Callable[[], list[Tensor]]:
+    """A function giving the logits of a ViT assembled from the mirror's parts, with their weights as
+    they are when it is called: PatchEmbedding, each encoder block as an nn.TransformerEncoderLayer,
+    pooling, LayerNorm, Linear; one per patch layout and pooling allowed. Each block's attention is
+    checked once, here."""
     mirror, patch_size, emb_size = model.mirror, kwargs["patch_size"], kwargs["emb_size"]
     embedding = _embedding_part(mirror, what)
     tokens = (kwargs["img_size"] // patch_size) ** 2 + 1
     (_, cls_token), (_, positions) = _tokens(embedding, emb_size, tokens, what)
-    inputs = _embedded(embedding, x, patch_size, cls_token, positions, what)
     blocks = _blocks(mirror, what)
-    layers, h = [], inputs[0]
+    builds, h = [], _embedded(embedding, x, patch_size, cls_token, positions, what)[0]
     for i, block in enumerate(blocks):
-        layers.append(reference_layer(model, block, h, f"encoder block {i + 1} of {what}"))
-        h = layers[-1](h)
+        builds.append(layer_builder(model, block, h, f"encoder block {i + 1} of {what}"))
+        h = builds[-1]()(h)
     linear, norm, pools = _head(mirror, [embedding, *blocks], emb_size, kwargs["n_classes"], what)
-    logits = []
-    for h in inputs:
-        for layer in layers:
-            h = layer(h)
-        logits += [linear(norm(_pooled(h, pool))) for pool in pools]
+
+    def logits() -> list[Tensor]:
+        layers = [build() for build in builds]
+        found = []
+        for h in _embedded(embedding, x, patch_size, cls_token, positions, what):
+            for layer in layers:
+                h = layer(h)
+            found += [out for pool in pools for out in _head_outputs(h, pool, norm, linear)]
+        return found
+
     return logits
+
+
+def _vit_alternatives(kwargs: dict) -> dict:
+    """Another valid value of each of a ViT's arguments (image size divisible by the patch size,
+    emb_size by num_heads)."""
+    k = kwargs
+    return alternatives_of(
+        in_channels=k["in_channels"] + 1,
+        patch_size=another_divisor(k["img_size"], k["patch_size"]),
+        emb_size=k["emb_size"] + k["num_heads"],
+        img_size=k["img_size"] + k["patch_size"],
+        depth=k["depth"] + 1,
+        n_classes=k["n_classes"] + 1,
+        num_heads=another_divisor(k["emb_size"], k["num_heads"]),
+    )
 
 
 @check
@@ -483,7 +598,7 @@ def check_vit(
     )
     what = call_text("ViT", **kwargs)
     runs = []
-    for device in student.devices():
+    for i, device in enumerate(student.devices()):
         model = student.build(seed, device=device, label=what, **kwargs)
         _check_structure(model.mirror, what, depth, num_heads)
         x = random_tensor(batch, in_channels, img_size, img_size, seed=seed)
@@ -500,6 +615,8 @@ def check_vit(
             "A ViT gives one row of n_classes scores per image: (b, c, h, w) -> (b, N + 1, e) "
             "-> (b, N + 1, e) -> (b, n_classes).",
         )
+        if i == 0:
+            expect_arguments_used(student, what, kwargs, _vit_alternatives(kwargs), VIT_ARGUMENTS)
         expect_trained(result, label)
         runs.append((model, x, got, label))
     _check_parameter_count(runs[0][0], kwargs)
@@ -507,15 +624,27 @@ def check_vit(
     _check_parameter_count(b16, VIT_B16)
     for model, x, got, label in runs:
         with torch.no_grad():
-            candidates = _assembled(model, x, kwargs, what)
+            assembled = _assembled(model, x, kwargs, what)
+            candidates = assembled()
             if not any(close(got, expected) for expected in candidates):
                 expect_close(
                     got,
                     candidates[0],
                     f"{label} does not match a ViT assembled from its own parts",
-                    hint="A ViT applies its PatchEmbedding, then each encoder block in turn, then the "
-                    "ClassificationHead (pooling, LayerNorm, Linear), and nothing else.",
+                    hint=ASSEMBLED,
+                    diagnoses=_vit_diagnoses(model, x, assembled, label),
                 )
+
+
+def _vit_diagnoses(model: Instance, x: Tensor, assembled: Callable[[], list[Tensor]], label: str) -> list:
+    """The weights the ViT's output ignores, or responds to where the assembled ViT does not."""
+
+    def student() -> Tensor:
+        return as_tensor(model.call(x, label=label, no_grad=True).output, label)
+
+    hints = {name: ASSEMBLED for name, _, _ in parameter_groups(model.mirror)}
+    weights = Sensitivity(model, student, lambda: assembled()[0], hints)
+    return [weights.ignored, weights.misplaced]
 
 
 @check

@@ -4,7 +4,9 @@ The student's modules get the judge's weights; every reference and known mistake
 judge's copy of them (the mirror) on the judge's inputs: ``nn.Transformer.generate_square_subsequent_mask``
 for the causal mask, ``F.scaled_dot_product_attention`` for cross-attention and
 ``nn.TransformerDecoderLayer`` holding the mirror's weights for the decoder block. Causality needs no
-reference: the student's outputs are compared with each other.
+reference: the student's outputs are compared with each other. Where no known mistake matches, general
+diagnostics (``course_utils.checks.diagnose``) name what is wrong: a mask's pattern or a shift, fitted;
+the weights a module ignores; the attention weights read off it; which positions each output sees.
 """
 
 from collections.abc import Callable
@@ -17,9 +19,17 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.checks import parts
-from course_utils.checks.nb04_multi_head_attention import SHORTCUTS
+from course_utils.checks.diagnose import (
+    ROLES,
+    Sensitivity,
+    expect_arguments_used,
+    of_output,
+    token_dependence,
+)
+from course_utils.checks.nb04_multi_head_attention import SHORTCUTS, attention_diagnoses
 from course_utils.checks.nb04_multi_head_attention import attention_mistakes as self_attention_mistakes
 from course_utils.feedback import (
+    Diagnosis,
     Mistake,
     as_tensor,
     call_text,
@@ -118,7 +128,77 @@ def check_causal_mask(causal_mask: Callable, sizes: tuple[int, ...] = (5,)) -> N
                 lambda: ones.tril(1),
             ),
         ]
-        expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT)
+        diagnoses = _causal_diagnoses(got, expected)
+        expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT, diagnoses=diagnoses)
+
+
+def _causal_diagnoses(got: Tensor, expected: Tensor) -> list[Callable[[], Diagnosis | None]]:
+    """After the known mistakes: the mask's pattern fitted, what the output alone shows, else the first
+    (query, key) pair it gets wrong."""
+    return [
+        lambda: _causal_pattern(got),
+        lambda: of_output(got.double(), expected.double(), EXACT),
+        lambda: _first_wrong_pair(got, expected),
+    ]
+
+
+LOWER = "row i is query i, column j is key j: keep j <= i, the lower triangle with its diagonal (tril())"
+
+
+def _causal_pattern(got: Tensor) -> Diagnosis | None:
+    """The student's (n, n) mask as a pattern: True everywhere, nowhere, or a triangle whose diagonal is
+    offset (``tril(k)``) or that is the upper one (``triu(k)``), the offset fitted."""
+    n = got.shape[-1]
+    if got.all():
+        return Diagnosis(
+            "causal mask allows everything",
+            f"your mask is True everywhere: nothing is masked, so query 0 may see the later keys 1..{n - 1}",
+            f"{LOWER}; the positions after the query must be False",
+        )
+    if not got.any():
+        return Diagnosis(
+            "causal mask blocks everything",
+            "your mask is False everywhere: every key is blocked, and a softmax over scores that are all "
+            "-inf gives NaN",
+            f"{LOWER}; True marks what attention may see",
+        )
+    ones = torch.ones(n, n, dtype=torch.bool)
+    for k in sorted(range(1 - n, n), key=lambda k: (abs(k), -k)):
+        if k and torch.equal(got, ones.tril(k)):
+            reach = f"up to i + {k}, {k} later keys too" if k > 0 else f"up to i - {-k} only"
+            return Diagnosis(
+                "causal mask diagonal offset",
+                f"your mask lets query i see the keys {reach}: its diagonal is offset by {k} "
+                f"(tril(diagonal={k}))",
+                f"{LOWER}: diagonal=0",
+            )
+        if torch.equal(got, ones.triu(k)):
+            return Diagnosis(
+                "causal mask upper triangular",
+                f"your mask is an upper triangle (triu(diagonal={k})): query i sees the keys from "
+                f"i{f' + {k}' if k > 0 else f' - {-k}' if k < 0 else ''} on, the later positions",
+                LOWER,
+            )
+    return None
+
+
+def _first_wrong_pair(got: Tensor, expected: Tensor) -> Diagnosis | None:
+    """The first (query, key) pair the student's causal mask gets wrong, in words."""
+    wrong = (got != expected).nonzero()
+    if not len(wrong):
+        return None
+    i, j = (int(v) for v in wrong[0][-2:])
+    if got[tuple(wrong[0])]:
+        return Diagnosis(
+            "causal mask sees the future",
+            f"your mask lets query {i} see key {j}, a later position",
+            f"{LOWER}: the keys after the query are False",
+        )
+    return Diagnosis(
+        "causal mask blocks the past",
+        f"your mask blocks query {i} from key {j}, {'itself' if i == j else 'an earlier position'}",
+        f"{LOWER}: every key up to the query itself is True",
+    )
 
 
 def _tokens(batch: int, seq_len: int, pad: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -177,10 +257,63 @@ def check_padding_mask(
                 lambda: (tokens != PAD)[:, None, None, :],
             )
         )
-    expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT)
+    diagnoses = [lambda: _padding_pattern(got[:, 0, 0, :], tokens, pad)]
+    expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT, diagnoses=diagnoses)
+
+
+def _padding_pattern(got: Tensor, tokens: Tensor, pad: int) -> Diagnosis | None:
+    """Which tokens the student's (b, n) mask blocks: by value where it depends on the value alone (a
+    comparison other than != pad), else the first position it gets wrong."""
+    real = tokens != pad
+    if torch.equal(got, real):
+        return None
+    if not got.any():
+        return Diagnosis(
+            "padding mask blocks everything",
+            "your mask is False everywhere: every key is blocked, the real tokens too",
+            "True marks the real tokens, which may be attended to: tokens != pad",
+        )
+    values = tokens.unique().tolist()
+    if all(got[tokens == v].unique().numel() == 1 for v in values):
+        blocked = [v for v in values if v != pad and not got[tokens == v][0]]
+        let_through = pad in values and bool(got[tokens == pad][0])
+        found = f"False for the real tokens {', '.join(map(str, blocked))}" if blocked else ""
+        if let_through:
+            found += (" and " if found else "") + f"True for the padding token pad = {pad}"
+        return Diagnosis(
+            "padding mask compares the wrong tokens",
+            f"your mask depends on the token's value, but it is {found}: only the tokens equal to "
+            f"pad = {pad} may be False",
+            "compare each token with pad for equality: tokens != pad (not <, > or a fixed number)",
+        )
+    b, t = (int(i) for i in (got != real).nonzero()[0])
+    token = int(tokens[b, t])
+    where = f"sequence {b}, position {t}"
+    if got[b, t]:
+        found = f"True at {where}, which holds padding (pad = {pad})"
+    else:
+        found = f"False at {where}, which holds the real token {token}"
+    return Diagnosis(
+        "padding mask wrong at a position",
+        f"your mask is {found}",
+        "the mask follows each token: tokens != pad, position by position (no lengths, offsets or another "
+        "sequence's tokens)",
+    )
 
 
 # ----------------------------------------------------------------------------- cross-attention
+ATTENTION_ARGUMENTS = {
+    "emb_size": "keep the skeleton's layers: nn.Linear(emb_size, emb_size) for queries, keys, values and "
+    "projection",
+    "num_heads": "keep self.num_heads = num_heads: forward splits the heads with h=self.num_heads",
+}
+
+
+def _other_heads(emb_size: int, num_heads: int) -> int:
+    """Another valid number of heads for ``emb_size``: the smallest divisor that is not ``num_heads``."""
+    return next((h for h in range(1, emb_size + 1) if emb_size % h == 0 and h != num_heads), num_heads + 1)
+
+
 def cross_sdpa(
     x: Tensor, context: Tensor, w: AttentionWeights, heads: int, mask=None, sources="xcc", after_softmax=False
 ) -> Tensor:
@@ -309,6 +442,8 @@ def check_cross_attention(
     student = subject(MultiHeadAttention, "MultiHeadAttention")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads)
     what = call_text("MultiHeadAttention", **kwargs)
+    alternatives = {"emb_size": 2 * emb_size, "num_heads": _other_heads(emb_size, num_heads)}
+    expect_arguments_used(student, what, kwargs, alternatives, ATTENTION_ARGUMENTS)
     for device in student.devices():
         module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         x = random_tensor(batch, n_query, emb_size, seed=seed, dtype=dtype)
@@ -326,6 +461,7 @@ def check_cross_attention(
                     f"{label}, without context (self-attention)",
                     self_attention_mistakes(x, candidates[0], num_heads, None),
                     hint="Without context the module is the self-attention of notebook 04.",
+                    diagnoses=attention_diagnoses(module, x, None, label),
                 )
 
         x.requires_grad_(grad)
@@ -359,7 +495,9 @@ def check_cross_attention(
         )
         with torch.no_grad():
             expected = cross_sdpa(_up(x), _up(context), _float(weights), num_heads, m).to(dtype)
-            expect_close(got, expected, label, _cross_mistakes(x, context, weights, num_heads, m))
+            mistakes = _cross_mistakes(x, context, weights, num_heads, m)
+            diagnoses = attention_diagnoses(module, x.detach(), m, label, context=context.detach())
+            expect_close(got, expected, label, mistakes, diagnoses=diagnoses)
         if grad:
             parts.expect_trained(result, label)
             inputs = [("x", x), ("context", context)]
@@ -444,6 +582,7 @@ class _Pieces:
         if any(not isinstance(getattr(a, "num_heads", None), int) for a in attentions):
             fail(f"{what}: a MultiHeadAttention inside has no num_heads. {parts.ATTENTION_LAYERS}")
         self.block, self.what, self.attentions, self.norms = block, what, attentions, norms
+        self.reading: dict[int, int] = {}  # which reading of each attention's weights matched
         self.weights = [self._read(a, x) for a in attentions]
         self.heads = attentions[0].num_heads
         emb_size = x.shape[-1]
@@ -462,8 +601,9 @@ class _Pieces:
     def _read(self, mha: nn.Module, x: Tensor) -> AttentionWeights:
         """The attention's weights, once its self-attention path is known to be right."""
         label = f"the MultiHeadAttention inside {self.what}"
-        weights = _read_weights(self.block, mha, x, mha.num_heads, self.what, label)[2]
+        _, candidates, weights = _read_weights(self.block, mha, x, mha.num_heads, self.what, label)
         if weights is not None:
+            self.reading[id(mha)] = next(i for i, w in enumerate(candidates) if w is weights)
             return weights
         fail(
             f"{self.what}: a MultiHeadAttention inside does not match scaled_dot_product_attention. "
@@ -471,16 +611,18 @@ class _Pieces:
         )
 
     def order(self, trace: list[tuple[str, int, list[str]]]) -> None:
-        """Self-attention first, then cross-attention (the one given a context); norms as called."""
-        called, cross = [], set()
+        """Self-attention first, then cross-attention (the one given a context, only ever); norms as
+        called."""
+        called, cross, plain = [], set(), set()
         for path, n_args, names in trace:
             try:
                 module = self.block.mirror.get_submodule(path)
             except AttributeError:
                 continue
             called.append(id(module))
-            if any(module is a for a in self.attentions) and ("context" in names or n_args > 2):
-                cross.add(id(module))
+            if any(module is a for a in self.attentions):
+                (cross if "context" in names or n_args > 2 else plain).add(id(module))
+        cross -= plain
 
         def first_call(module: nn.Module) -> int:
             return called.index(id(module)) if id(module) in called else len(called)
@@ -495,12 +637,100 @@ class _Pieces:
         norm_layers = tuple(self.norms[i] for i in norms)
         return torch_decoder_layer(norm_layers, *attentions, self.linears[linears], self.heads, norm_first)
 
+    def live_layer(self) -> nn.TransformerDecoderLayer:
+        """The reference layer from the mirror's weights as they are now (the judge may have changed one)."""
+        weights = [parts.attention_candidates(a, self.what)[self.reading[id(a)]] for a in self.attentions]
+        return torch_decoder_layer(tuple(self.norms), *weights, self.linears[0], self.heads)
+
+    def parameters(self) -> list[tuple[str, str, str]]:
+        """(name, description, hint) of each parameter :class:`Sensitivity` changes, in its order: named
+        for the class report by the part of the block it belongs to, described by the student's path."""
+        mirror, described = self.block.mirror, {}  # id of a module: (name, what it is, hint)
+        for i, norm in enumerate(self.norms):
+            described[id(norm)] = (f"LN{i + 1}", f"the LayerNorm `{parts.path_of(mirror, norm)}`", NORM_HINT)
+        for i, attention in enumerate(self.attentions):
+            where = parts.path_of(mirror, attention)
+            for role, layer in attention.named_children():
+                if role in ROLES:
+                    name = f"{('self', 'cross')[i]}-attention {role}"
+                    described[id(layer)] = (name, f"{ROLES[role]} in `{where}`", ATTENTIONS_HINT)
+        for i, linear in enumerate(self.linears[0]):
+            where = parts.path_of(mirror, linear)
+            what = f"the feed-forward block's {('first', 'second')[i]} Linear `{where}`"
+            described[id(linear)] = (f"feed-forward linear{i + 1}", what, FEED_FORWARD_HINT)
+        found = []
+        for path, parameter in mirror.named_parameters():
+            if not parameter.is_floating_point():
+                continue
+            owner, _, own = path.rpartition(".")
+            module = mirror.get_submodule(owner)
+            if id(module) not in described:
+                found.append((path, f"`{path}`", ""))
+                continue
+            name, part, hint = described[id(module)]
+            if isinstance(module, nn.LayerNorm):
+                own = {"weight": "scale (weight)", "bias": "shift (bias)"}.get(own, own)
+            found.append((f"{name}.{path.rpartition('.')[2]}", f"the {own} of {part}", hint))
+        return found
+
     def candidates(self):
         """Every reading of the parts as an nn.TransformerDecoderLayer, registration order first."""
         for order, norms, linears in product(
             ((0, 1), (1, 0)), permutations(range(3)), range(len(self.linears))
         ):
             yield self.layer(order, norms, linears)
+
+
+NORM_HINT = (
+    "each sublayer normalises its input with its own LayerNorm: x + SelfAttn(LN1(x)), "
+    "x + CrossAttn(LN2(x), memory), x + FFN(LN3(x)); a LayerNorm that is never applied does nothing"
+)
+ATTENTIONS_HINT = (
+    "call each MultiHeadAttention once, in its own sublayer: x + self_attention(LN1(x), mask=tgt_mask), "
+    "then x + cross_attention(LN2(x), mask=memory_mask, context=memory), each with its own weights"
+)
+FEED_FORWARD_HINT = "the last sublayer is x + feed_forward(LN3(x)): both Linears, the activation between them"
+CAUSAL_TOO_OPEN = (
+    "position t must not see the later targets: pass tgt_mask (True on and below the diagonal) to the "
+    "self-attention as it comes, mask=tgt_mask"
+)
+CAUSAL_TOO_CLOSED = (
+    "use the tgt_mask you are given, as it comes (None means no mask): do not build or add a mask of "
+    "your own, and let each position see the whole memory"
+)
+
+
+class _PartSensitivity(Sensitivity):
+    """Sensitivity of a block's output, each weight named by the part of the block it belongs to."""
+
+    def __init__(self, pieces: _Pieces, run: Callable[[], Tensor], reference: Callable[[], Tensor]) -> None:
+        self.parts = pieces.parameters()
+        super().__init__(pieces.block, run, reference, {name: hint for name, _, hint in self.parts})
+
+    def measure(self) -> list[tuple[str, str, bool, bool]]:
+        found = super().measure()
+        return [(n, d, s, j) for (n, d, _), (_, _, s, j) in zip(self.parts, found, strict=True)]
+
+
+def _block_diagnoses(pieces: _Pieces, x: Tensor, memory: Tensor, t_mask, m_mask, label: str) -> list:
+    """General diagnostics of a decoder block's output: which weights it ignores, which positions each
+    output sees (the causal property), which weights it responds to where it must not."""
+    masks = _nn_masks(t_mask, m_mask)
+
+    def student(inputs: Tensor = x) -> Tensor:
+        options = {"tgt_mask": t_mask, "memory_mask": m_mask}
+        result = pieces.block.call(inputs, memory, label=label, no_grad=True, allow_changes=True, **options)
+        return as_tensor(result.output, label)
+
+    def reference(inputs: Tensor = x) -> Tensor:
+        return pieces.live_layer()(inputs, memory, **masks)
+
+    weights = _PartSensitivity(pieces, student, reference)
+    return [
+        weights.ignored,
+        lambda: token_dependence(student, reference, x, CAUSAL_TOO_OPEN, CAUSAL_TOO_CLOSED),
+        weights.misplaced,
+    ]
 
 
 def _nn_masks(tgt_mask: Tensor | None, memory_mask: Tensor | None) -> dict:
@@ -623,6 +853,12 @@ def check_decoder_block(
     student = subject(TransformerDecoderBlock, "TransformerDecoderBlock")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads, forward_expansion=forward_expansion)
     what = call_text("TransformerDecoderBlock", **kwargs)
+    alternatives = {
+        "emb_size": 2 * emb_size,
+        "num_heads": _other_heads(emb_size, num_heads),
+        "forward_expansion": forward_expansion + 1,
+    }
+    expect_arguments_used(student, what, kwargs, alternatives, BLOCK_ARGUMENTS)
     for device in student.devices():
         block = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         x = random_tensor(batch, tgt_len, emb_size, seed=seed, dtype=dtype)
@@ -634,6 +870,7 @@ def check_decoder_block(
                 f"{what}: its attention has num_heads {sorted(heads)}, expected {num_heads}: "
                 "pass num_heads on to both MultiHeadAttention modules."
             )
+        _expect_hidden_width(pieces, emb_size, forward_expansion)
         t_mask = parts.make_mask("causal", batch, tgt_len) if tgt_mask else None
         m_mask = parts.make_mask(memory_mask, batch, tgt_len, memory_len)
         label = (
@@ -675,7 +912,31 @@ def check_decoder_block(
                 pieces.layer()(x, memory, **masks),
                 f"{label} compared with nn.TransformerDecoderLayer(norm_first=True)",
                 _decoder_mistakes(pieces, x, memory, t_mask, m_mask),
+                diagnoses=_block_diagnoses(pieces, x, memory, t_mask, m_mask, label),
             )
+
+
+BLOCK_ARGUMENTS = {
+    "emb_size": "pass emb_size on to every part: both MultiHeadAttention(emb_size, num_heads, drop_p), the "
+    "three nn.LayerNorm(emb_size) and FeedForwardBlock(emb_size, forward_expansion, drop_p)",
+    "num_heads": "pass num_heads on to both MultiHeadAttention(emb_size, num_heads, drop_p)",
+    "forward_expansion": "pass forward_expansion on to FeedForwardBlock(emb_size, forward_expansion, drop_p)",
+}
+
+
+def _expect_hidden_width(pieces: _Pieces, emb_size: int, forward_expansion: int) -> None:
+    """The feed-forward block's hidden layer has forward_expansion * emb_size features."""
+    widths = sorted({first.out_features for first, _ in pieces.linears})
+    hidden = forward_expansion * emb_size
+    if hidden not in widths:
+        fail(
+            f"{pieces.what}: the feed-forward block's hidden layer has {widths[0]} features, expected "
+            f"forward_expansion * emb_size = {forward_expansion} * {emb_size} = {hidden}."
+            "\nHint: forward_expansion is the factor, not the width: FeedForwardBlock(emb_size, "
+            "forward_expansion, drop_p) maps emb_size to expansion * emb_size and back.",
+            "feed-forward hidden width",
+            "diagnosed",
+        )
 
 
 def _check_cross_paths(pieces: _Pieces, x: Tensor, memory: Tensor, m_mask: Tensor | None, label: str) -> None:
@@ -858,4 +1119,45 @@ def check_shift_right(
     if got[:, 0].ne(bos).any() and torch.equal(got[:, 1:], expected[:, 1:]):
         hint = f"the decoder's first input is the start token BOS = {bos}."
         mistakes.append(Mistake("BOS missing", hint, lambda: got))
-    expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT)
+    diagnoses = [lambda: _shift_fit(got, tgt)]
+    expect_close(got.double(), expected.double(), what, mistakes, tolerance=EXACT, diagnoses=diagnoses)
+
+
+def _shift_fit(got: Tensor, tgt: Tensor) -> Diagnosis | None:
+    """The shift k for which the student's result holds tgt moved by k along the positions (from
+    position 1 on, where the expected result holds target tokens), or along the batch: when it is not
+    the expected one position to the right."""
+    for axis in (1, 0):
+        size = tgt.shape[axis]
+        first = 1 if axis == 1 else 0
+        for k in sorted(range(1 - size, size), key=lambda k: (abs(k - 1), -k)):
+            start, stop = max(first, k), min(size, size + k)
+            if (axis, k) in ((1, 1), (0, 0)) or stop - start < max(2, (size - first + 1) // 2):
+                continue
+            if torch.equal(got.narrow(axis, start, stop - start), tgt.narrow(axis, start - k, stop - start)):
+                return _shift_diagnosis(axis, k)
+    return None
+
+
+def _shift_diagnosis(axis: int, k: int) -> Diagnosis:
+    hint = "the input at position t is the token before target t: BOS, then tgt[:, :-1]"
+    if axis == 0:
+        source = f"i - {k}" if k > 0 else f"i + {-k}"
+        return Diagnosis(
+            "shifted along the batch",
+            f"your result moves tgt along the batch axis (axis 0): sequence i holds the tokens of sequence "
+            f"{source}",
+            f"{hint}: slice and concatenate the positions, axis 1 (tgt[:, :-1], torch.cat(..., dim=1))",
+        )
+    if k == 0:
+        return Diagnosis(
+            "not shifted",
+            "your result is not shifted: from position 1 on, position t holds target t itself, so the model "
+            "would learn to copy its input",
+            f"{hint}: BOS pushes the targets one step right, it does not replace the first one",
+        )
+    if k > 1:
+        way = f"right by {k} positions: position t holds target t - {k}"
+    else:
+        way = f"left by {-k} position{'s' if k < -1 else ''}: position t holds target t + {-k}, a later one"
+    return Diagnosis("shifted by the wrong amount", f"your result moves tgt {way}", hint)

@@ -5,20 +5,27 @@ mask: splitting the queries into blocks changes nothing in the numbers. Known mi
 recognised by recomputing the output each would give from the whole score matrix (padded and
 reshaped where a mistake normalises within a block), never block by block. While the student's
 function runs, the probe watches the shapes of the tensors it creates: a score tensor with more
-than ``chunk_size`` query rows means the queries were not processed in blocks.
+than ``chunk_size`` query rows means the queries were not processed in blocks. Where no known mistake
+matches, the check reads the student's attention weights: called with v = the identity over the keys,
+the function returns its attention matrix, whose rows, masked entries and temperature say what is wrong.
 """
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from course_utils.checks.parts import GRAD_SEED, expect_gradients, make_mask
+from course_utils.checks.diagnose import first_of, masked_weight, rows_sum_to_one, temperature
+from course_utils.checks.parts import GRAD_SEED, attention_matrix, expect_gradients, make_mask
 from course_utils.feedback import (
+    Diagnosis,
     Mistake,
     as_tensor,
     check,
+    close,
     expect_close,
     expect_dtype,
     expect_shape,
@@ -26,6 +33,7 @@ from course_utils.feedback import (
     forbid_calls,
     on,
     random_tensor,
+    tolerance_of,
 )
 from course_utils.judge import Result, Subject, subject
 
@@ -284,6 +292,44 @@ def _mistakes(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, chunk_size: 
     return mistakes
 
 
+def _read_weights(attend: Callable[[Tensor], Any], q: Tensor, k: Tensor) -> Tensor | None:
+    """The student's attention weights (b, h, n_q, n_k): ``attend(v)``, their function on the judge's
+    q, k and mask, called with v = the identity over the keys (attention allows values of another width
+    than the queries), returns them. None where that call fails or gives something else."""
+    b, h, n_k = *k.shape[:2], k.shape[-2]
+    try:
+        out = attend(torch.eye(n_k, dtype=q.dtype).expand(b, h, n_k, n_k).contiguous())
+    except AssertionError:
+        return None
+    if not isinstance(out, Tensor) or tuple(out.shape) != (*q.shape[:-1], n_k) or not out.is_floating_point():
+        return None
+    return out.detach().cpu().double()
+
+
+def _explain_weights(weights: Tensor | None, q: Tensor, k: Tensor, mask: Tensor | None) -> Diagnosis | None:
+    """What the student's attention weights show: rows that do not sum to 1, weight on masked keys, the
+    scores' temperature, or right weights with an error after them."""
+    if weights is None:
+        return None
+    q64, k64 = q.double(), k.double()
+    scale = q.shape[-1] ** -0.5  # that of the queries' width d: v's is another in this reading
+    found = first_of(
+        lambda: rows_sum_to_one(weights, "attention"),
+        lambda: masked_weight(weights, mask),
+        lambda: temperature(weights, q64 @ k64.transpose(-2, -1), scale, mask),
+    )
+    expected = attention_matrix(q64, k64, scale, mask)
+    if found is not None or not close(weights, expected, tolerance_of(q.dtype)):
+        return found
+    return Diagnosis(
+        "error after the attention weights",
+        "your attention weights are right (read with v = the identity, which makes the output the "
+        "weights themselves), but the output is not: the error comes after them",
+        "each block's output is its weights applied to the whole v, einsum('bhqk, bhkd -> bhqd', "
+        "weights, v); concatenate the blocks along the query axis, torch.cat(blocks, dim=-2)",
+    )
+
+
 @check
 def check_chunked_attention(
     chunked_attention,
@@ -318,6 +364,7 @@ def check_chunked_attention(
         for t in (q, k, v):
             t.requires_grad_(grad)
         m = make_mask(mask, batch, n_q, n_k)
+        masks = {} if m is None else {"mask": m}
         shown = f", {mask} mask of shape {tuple(m.shape)}" if mask else ""
         call = (
             f"chunked_attention(q of shape {tuple(q.shape)}, k and v of shape {tuple(k.shape)}, "
@@ -330,7 +377,18 @@ def check_chunked_attention(
         expect_dtype(got, dtype, call)
         with torch.no_grad():
             expected = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-            expect_close(got, expected, call, _mistakes(q.detach(), k.detach(), v.detach(), m, chunk_size))
+            q0, k0 = q.detach(), k.detach()
+
+            def attend(values: Tensor) -> Any:
+                return student.call(q0, k0, values, chunk_size, label=call, device=device, **masks).output
+
+            expect_close(
+                got,
+                expected,
+                call,
+                _mistakes(q0, k0, v.detach(), m, chunk_size),
+                diagnoses=[lambda: _explain_weights(_read_weights(attend, q0, k0), q0, k0, m)],
+            )
         if too_many is not None:
             fail(
                 f"{call}: the numbers are right, but the queries were not processed in blocks of "

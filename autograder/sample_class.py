@@ -17,6 +17,7 @@ from autograder.release import ROOT
 
 ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
 TEST_MASK = "test_MultiHeadAttention_mask"
+MASK_POINTS = 2  # what test_MultiHeadAttention_mask is worth
 MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 
 Cells = list[dict]
@@ -44,6 +45,17 @@ class Case:
 
 def load(folder: str, assignment: str) -> dict:
     return json.loads((ROOT / folder / assignment / f"{assignment}.ipynb").read_text(encoding="utf-8"))
+
+
+def automatic_points(assignment: str) -> float:
+    """The points of an assignment's graded code cells: what a full solution earns automatically."""
+    cells = load("solutions", assignment)["cells"]
+    graded = [c for c in cells if c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get("grade")]
+    return sum(float(c["metadata"]["nbgrader"]["points"]) for c in graded)
+
+
+FULL = {ATTENTION: automatic_points(ATTENTION), POSITIONS: automatic_points(POSITIONS)}
+PARTIAL = FULL[ATTENTION] - MASK_POINTS  # every question but the mask's
 
 
 def solved(assignment: str) -> dict:
@@ -170,65 +182,138 @@ def truncated() -> bytes:
 
 
 CASES = [
-    Case("full", ATTENTION, "graded", 6),
-    Case("full", POSITIONS, "graded", 3),
+    Case("full", ATTENTION, "graded", FULL[ATTENTION]),
+    Case("full", POSITIONS, "graded", FULL[POSITIONS]),
     Case("blank", ATTENTION, "graded", 0, blank),
-    Case("partial", ATTENTION, "graded", 4, MASK_IGNORED, mistakes=((TEST_MASK, "mask ignored"),)),
-    Case("partial", POSITIONS, "graded", 0, edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding")),
+    Case("partial", ATTENTION, "graded", PARTIAL, MASK_IGNORED, mistakes=((TEST_MASK, "mask ignored"),)),
+    Case(
+        "partial",
+        POSITIONS,
+        "graded",
+        FULL[POSITIONS] - 3,  # the questions' points, not the table's
+        edit_answer("np.sin(k", "np.cos(k", "getPositionEncoding"),
+    ),
     Case(
         "hard_codes_d",
         POSITIONS,
         "graded",
-        0,
+        FULL[POSITIONS] - 3,
         edit_answer("np.arange(int(d / 2))", "range(2)", "getPositionEncoding"),
     ),
     Case("malformed", ATTENTION, "malformed", 0, data=truncated, reason="not valid JSON"),
     Case("empty", ATTENTION, "malformed", 0, data=lambda: b"", reason="empty"),
-    Case("renamed", ATTENTION, "graded", 6, filename="my attention.ipynb", reason="my attention.ipynb"),
-    Case("extra_files", ATTENTION, "graded", 6, extra_files=("notes.txt", "helper.py"), reason="notes.txt"),
-    Case("loop_in_cell", ATTENTION, "incomplete", 6, add_cell("while True:\n    pass"), reason="time limit"),
-    Case("loop_in_answer", ATTENTION, "incomplete", 4, LOOP_ON_MASK, reason="test_MultiHeadAttention_mask"),
-    Case("huge_memory", ATTENTION, "graded", 6, add_cell("x = torch.ones(1 << 38)"), reason="memory"),
+    Case(
+        "renamed",
+        ATTENTION,
+        "graded",
+        FULL[ATTENTION],
+        filename="my attention.ipynb",
+        reason="my attention.ipynb",
+    ),
+    Case(
+        "extra_files",
+        ATTENTION,
+        "graded",
+        FULL[ATTENTION],
+        extra_files=("notes.txt", "helper.py"),
+        reason="notes.txt",
+    ),
+    Case(
+        "loop_in_cell",
+        ATTENTION,
+        "incomplete",
+        FULL[ATTENTION],
+        add_cell("while True:\n    pass"),
+        reason="time limit",
+    ),
+    Case(
+        "loop_in_answer",
+        ATTENTION,
+        "incomplete",
+        PARTIAL,
+        LOOP_ON_MASK,
+        reason="test_MultiHeadAttention_mask",
+    ),
+    Case(
+        "huge_memory",
+        ATTENTION,
+        "graded",
+        FULL[ATTENTION],
+        add_cell("x = torch.ones(1 << 38)"),
+        reason="memory",
+    ),
     Case(
         "fork_storm",
         ATTENTION,
         "flagged",
-        6,
+        FULL[ATTENTION],
         add_cell("import os\nwhile True:\n    os.fork()"),
         reason="imports `os`",
     ),
-    Case("os_exit", ATTENTION, "flagged", 6, add_cell("import os\nos._exit(1)"), reason="os._exit"),
-    Case("sys_exit", ATTENTION, "graded", 6, add_cell("raise SystemExit('bye')"), reason="SystemExit"),
     Case(
-        "huge_output", ATTENTION, "graded", 6, add_cell("for i in range(200_000):\n    print('spam' * 100)")
+        "os_exit",
+        ATTENTION,
+        "flagged",
+        FULL[ATTENTION],
+        add_cell("import os\nos._exit(1)"),
+        reason="os._exit",
     ),
-    Case("writes_stderr", ATTENTION, "graded", 6, WRITES_STDERR),
+    Case(
+        "sys_exit",
+        ATTENTION,
+        "graded",
+        FULL[ATTENTION],
+        add_cell("raise SystemExit('bye')"),
+        reason="SystemExit",
+    ),
+    Case(
+        "huge_output",
+        ATTENTION,
+        "graded",
+        FULL[ATTENTION],
+        add_cell("for i in range(200_000):\n    print('spam' * 100)"),
+    ),
+    Case("writes_stderr", ATTENTION, "graded", FULL[ATTENTION], WRITES_STDERR),
     Case("edited_tests", ATTENTION, "flagged", 0, _replace_tests_with_pass, reason="its code was edited"),
     Case(
         "deleted_test",
         ATTENTION,
         "flagged",
-        6,
+        FULL[ATTENTION],
         lambda c: [x for x in c if x.get("id") != "test-MultiHeadAttention-mask"],
         reason="deleted",
     ),
-    Case("reordered_tests", ATTENTION, "flagged", 6, on_test(_swap_tests), reason="reordered"),
-    Case("retyped_test", ATTENTION, "flagged", 6, on_test(_retype), reason="markdown"),
+    Case("reordered_tests", ATTENTION, "flagged", FULL[ATTENTION], on_test(_swap_tests), reason="reordered"),
+    Case("retyped_test", ATTENTION, "flagged", FULL[ATTENTION], on_test(_retype), reason="markdown"),
     Case("points_edited", ATTENTION, "flagged", 0, on_test(_set("points", 100), base=blank), reason="points"),
     Case(
-        "metadata_removed", ATTENTION, "flagged", 6, on_test(_strip_metadata), reason="metadata was removed"
+        "metadata_removed",
+        ATTENTION,
+        "flagged",
+        FULL[ATTENTION],
+        on_test(_strip_metadata),
+        reason="metadata was removed",
     ),
     Case(
         "grade_id_edited",
         ATTENTION,
         "flagged",
-        6,
+        FULL[ATTENTION],
         on_test(_set("grade_id", "mine")),
         reason="grade_id changed",
     ),
-    Case("answer_pasted_twice", ATTENTION, "graded", 6, _answer_twice, reason="appears 2 times"),
-    Case("answer_deleted", ATTENTION, "graded", 0, _without_answer, reason="is missing"),
-    Case("grade_id_duplicated", ATTENTION, "flagged", 6, on_test(_duplicate), reason="appears 2 times"),
+    Case(
+        "answer_pasted_twice", ATTENTION, "graded", FULL[ATTENTION], _answer_twice, reason="appears 2 times"
+    ),
+    Case("answer_deleted", ATTENTION, "graded", FULL[ATTENTION] - 6, _without_answer, reason="is missing"),
+    Case(
+        "grade_id_duplicated",
+        ATTENTION,
+        "flagged",
+        FULL[ATTENTION],
+        on_test(_duplicate),
+        reason="appears 2 times",
+    ),
     Case(
         "rebinds_torch",
         ATTENTION,
@@ -241,7 +326,7 @@ CASES = [
         "rebinds_checks",
         ATTENTION,
         "flagged",
-        4,
+        PARTIAL,
         add_cell("import course_utils.feedback as feedback\nfeedback.fail = print", base=MASK_IGNORED),
         reason="course_utils",
         mistakes=((TEST_MASK, "mask ignored"),),
@@ -270,16 +355,16 @@ CASES = [
         add_cell("import sys\nsys.settrace(lambda *a: None)", base=blank),
         reason="imports `sys`",
     ),
-    Case("fake_equality", ATTENTION, "flagged", 0, returns_fake, reason="__eq__"),
+    Case("fake_equality", ATTENTION, "flagged", FULL[ATTENTION] - 6, returns_fake, reason="__eq__"),
     Case(
         "writes_files",
         ATTENTION,
         "flagged",
-        6,
+        FULL[ATTENTION],
         add_cell("open('../gradebook.db', 'w').write('')"),
         reason="open",
     ),
-    Case("reads_history", ATTENTION, "flagged", 6, add_cell("print(In)"), reason="uses `In`"),
+    Case("reads_history", ATTENTION, "flagged", FULL[ATTENTION], add_cell("print(In)"), reason="uses `In`"),
 ]
 
 
@@ -288,6 +373,7 @@ def hostile(case: Hostile) -> Case:
     grade_id = "MultiHeadAttention" if case.assignment == ATTENTION else "getPositionEncoding"
 
     def make(cells: Cells) -> Cells:
+        cells = copy.deepcopy(load("notebooks", case.assignment)["cells"])  # blank but for its answer
         cells[find(cells, grade_id)]["source"] = case.answer
         return add_cell(case.extra, after=grade_id)(cells) if case.extra else cells
 

@@ -115,6 +115,12 @@ NOTEBOOKS = (
         "`SwinTransformerBlock` where timm is installed, Swin-T's four stages from your parts (28,288,354 "
         "parameters, as timm's), window against global attention as the image grows",
     ),
+    Notebook(
+        "12_masked_autoencoder",
+        "Masked autoencoders (MAE)",
+        "pre-training on scikit-learn's digits, reconstructions from 4 of 16 patches, fine-tuning with "
+        "10/20/50 labels per class against the same model from scratch",
+    ),
 )
 
 EXERCISES = (
@@ -357,6 +363,50 @@ EXERCISES = (
         forbidden=TORCH_ATTENTION,
         title="`SwinBlock`, regular then shifted windows",
         arguments=("dim", "num_heads", "window_size", "shift_size", "mlp_ratio"),
+    ),
+    Exercise(
+        "12.1",
+        "12_masked_autoencoder",
+        "random_masking",
+        ("check_random_masking",),
+        kind="function",
+        title="`random_masking(x, mask_ratio, noise)`: shuffle, keep, `ids_restore`, mask",
+        arguments=("mask_ratio",),
+    ),
+    Exercise(
+        "12.2",
+        "12_masked_autoencoder",
+        "MAEEncoder",
+        ("check_mae_encoder",),
+        forbidden=TORCH_ENCODER,
+        title="`MAEEncoder` on the visible patches",
+        arguments=("num_patches", "patch_dim", "emb_size", "depth", "num_heads", "mask_ratio"),
+    ),
+    Exercise(
+        "12.3",
+        "12_masked_autoencoder",
+        "MAEDecoder",
+        ("check_mae_decoder",),
+        forbidden=TORCH_ENCODER,
+        title="`MAEDecoder` with the shared mask token",
+        arguments=(
+            "num_patches",
+            "patch_dim",
+            "emb_size",
+            "decoder_emb_size",
+            "depth",
+            "num_heads",
+            "mask_ratio",
+        ),
+    ),
+    Exercise(
+        "12.4",
+        "12_masked_autoencoder",
+        "mae_loss",
+        ("check_mae_loss",),
+        kind="function",
+        title="`mae_loss` on the masked patches, `norm_pix`",
+        arguments=("norm_pix",),
     ),
 )
 

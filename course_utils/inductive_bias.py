@@ -214,7 +214,9 @@ def learning_curves(
     return curves
 
 
-def plot_learning_curves(curves: Curves, title: str = "Test accuracy against training-set size") -> plt.Figure:
+def plot_learning_curves(
+    curves: Curves, title: str = "Test accuracy against training-set size"
+) -> plt.Figure:
     """Test accuracy against the number of training images (a log scale), one line per model."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, values in curves.accuracy.items():

@@ -101,6 +101,7 @@ def plot_losses(losses: Sequence[float], baseline: float | None = None, title: s
     ax.set(xlabel="step", ylabel="loss on the masked patches", title=title or "Pre-training", yscale="log")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -171,10 +172,13 @@ def plot_rows(rows: dict[str, Tensor], title: str = "", count: int = 8) -> plt.F
 def plot_label_efficiency(per_class: Sequence[int], accuracies: dict[str, Sequence[float]]) -> plt.Figure:
     """Test accuracy against the number of labelled images per class, one line per way of training."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, values), marker in zip(accuracies.items(), "os^v", strict=False):
+    for i, ((name, values), marker) in enumerate(zip(accuracies.items(), "os^v", strict=False)):
         ax.plot(per_class, values, marker=marker, label=name)
-        for x, y in zip(per_class, values, strict=True):
-            ax.annotate(f"{y:.1%}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", size=8)
+        for x, y in zip(
+            per_class, values, strict=True
+        ):  # the first line's numbers above it, the others below
+            offset = (0, 7) if i == 0 else (0, -13)
+            ax.annotate(f"{y:.1%}", (x, y), textcoords="offset points", xytext=offset, ha="center", size=8)
     ax.set_xscale("log")
     ax.set_xticks(list(per_class), labels=[str(n) for n in per_class])
     ax.minorticks_off()
@@ -182,4 +186,5 @@ def plot_label_efficiency(per_class: Sequence[int], accuracies: dict[str, Sequen
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
     return fig

@@ -42,7 +42,7 @@ HEAD = variants(
             [(SELECT_POOLING, "pooling = ClassToken()")],
             "the class token taken where pool='mean'",
         ),
-        ("norm-before-pooling", [("", NORM_FIRST)], "LayerNorm applied to the tokens before the pooling"),
+        ("norm-before-pooling", [("", NORM_FIRST)], None),  # the reference ViT's average-pooling head
         ("max-pooling", [('reduction="mean"', 'reduction="max"')], "values differ from the reference"),
         (
             "check-shadowed",
@@ -159,11 +159,22 @@ VIT = variants(
             None,
         ),
         (
-            "class-token-head",
+            "mean-pooling-head",
             [
                 (
                     "ClassificationHead(emb_size, n_classes)",
-                    'ClassificationHead(emb_size, n_classes, pool="cls")',
+                    'ClassificationHead(emb_size, n_classes, pool="mean")',
+                )
+            ],
+            None,
+        ),
+        (
+            "head-norm-then-mean",
+            [
+                (
+                    "ClassificationHead(emb_size, n_classes)",
+                    'nn.Sequential(nn.LayerNorm(emb_size), Reduce("b n e -> b e", reduction="mean"), '
+                    "nn.Linear(emb_size, n_classes))",
                 )
             ],
             None,

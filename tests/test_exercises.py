@@ -16,7 +16,7 @@ def graded_calls(notebook: str) -> list:
     cells = json.loads((ROOT / "solutions" / notebook / f"{notebook}.ipynb").read_text())["cells"]
     calls = []
     for cell in cells:
-        if cell["metadata"].get("nbgrader", {}).get("grade"):
+        if cell["cell_type"] == "code" and cell["metadata"].get("nbgrader", {}).get("grade"):
             calls += [c for part in split_hidden("".join(cell["source"])) if part for c in parse_test(part)]
     return calls
 

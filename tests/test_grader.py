@@ -19,11 +19,14 @@ from autograder.__main__ import main
 from autograder.classroom import grade_class
 from autograder.grade import Assignment, Settings, grade_submission
 from autograder.hostile_class import HOSTILE
+from autograder.readme import points
 from autograder.release import assignments
 from autograder.sample_class import (
     ATTENTION,
     CASES,
+    FULL,
     MARKERS,
+    PARTIAL,
     POSITIONS,
     Case,
     add_cell,
@@ -80,7 +83,7 @@ def test_every_row_has_its_expected_score_status_and_reason(graded):
     assert not wrong, "\n".join(wrong)
     handed_in = {(c.student, c.assignment) for c in CASES}
     for (student, assignment), row in grades.items():
-        assert row["max_score"] == ("6" if assignment == ATTENTION else "3")
+        assert row["max_score"] == f"{points(assignment):g}"
         if (student, assignment) not in handed_in:
             assert (row["status"], row["score"]) == ("missing", "0"), row
 
@@ -120,7 +123,7 @@ def test_a_test_cell_writing_to_stderr_keeps_its_points(graded):
     assert determine_grade(cell)[0] == 0
     grades = {(r["student_id"], r["assignment"]): r for r in rows(graded / "out" / "grades.csv")}
     row = grades[("writes_stderr", ATTENTION)]
-    assert (row["status"], row["score"]) == ("graded", "6")
+    assert (row["status"], row["score"]) == ("graded", f"{FULL[ATTENTION]:g}")
 
 
 def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
@@ -148,14 +151,14 @@ def test_a_hostile_submission_reads_no_hidden_test_and_changes_no_other_grade(gr
         f"plt.savefig({str(out / 'results' / ATTENTION / 'full.png')!r})",
     ]
     make = add_cell(attempts[0], base=add_cell(attempts[1], base=add_cell(attempts[2])))
-    hostile = Case("hostile", ATTENTION, "graded", 6, make)
+    hostile = Case("hostile", ATTENTION, "graded", FULL[ATTENTION], make)
     honest = [c for c in CASES if c.student in ("full", "partial")]
     write_sample_class(tmp_path / "submissions", [*honest, hostile])
     results = {
         r["student_id"]: r
         for r in grade_class(tmp_path / "submissions", tmp_path / "out", settings=SETTINGS, progress=False)
     }
-    assert results["hostile"]["score"] == 6
+    assert results["hostile"]["score"] == FULL[ATTENTION]
     reason = results["hostile"]["reason"]
     assert reason.count("raised FileNotFoundError") == 3, f"a read or a write got through: {reason}"
     for student in ("full", "partial"):
@@ -198,8 +201,8 @@ def test_regrading_one_student_changes_nothing_else(graded, tmp_path):
     del before[out / "gradebook.db"], after[out / "gradebook.db"]  # SQLite's own bytes may move
     assert after == before, "regrading reproduces the same bytes and touches no other row"
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gradebook:
-        assert gradebook.find_submission(ATTENTION, "partial").score == 4
-        assert gradebook.find_submission(ATTENTION, "full").score == 6
+        assert gradebook.find_submission(ATTENTION, "partial").score == PARTIAL
+        assert gradebook.find_submission(ATTENTION, "full").score == FULL[ATTENTION]
         handed_in = sum(c.assignment == ATTENTION for c in CASES)
         assert len(gradebook.assignment_submissions(ATTENTION)) == handed_in
 
@@ -230,10 +233,11 @@ def test_lms_zip_with_canvas_and_moodle_names(tmp_path):
     out = tmp_path / "out"
     grade_class(archive, out, wanted=[POSITIONS], settings=SETTINGS, jobs=2, progress=False)
     got = {r["student_id"]: (r["status"], r["score"], r["reason"]) for r in rows(out / "grades.csv")}
-    assert got["1001"] == ("graded", "3", "")
+    full = f"{FULL[POSITIONS]:g}"
+    assert got["1001"] == ("graded", full, "")
     assert got["1002"][:2] == ("malformed", "0")
-    assert got["2001"] == ("graded", "3", "")
-    assert got["2002"][:2] == ("graded", "3")
+    assert got["2001"] == ("graded", full, "")
+    assert got["2002"][:2] == ("graded", full)
     assert "homework.ipynb names no assignment; graded as" in got["2002"][2] and "notes.txt" in got["2002"][2]
     assert set(got) == {"1001", "1002", "2001", "2002"}
 
@@ -259,10 +263,10 @@ def test_without_bubblewrap_the_grader_warns_loudly(tmp_path, monkeypatch, reque
     monkeypatch.setenv("AUTOGRADER_NO_SANDBOX", "1")
     bwrap.cache_clear()
     request.addfinalizer(bwrap.cache_clear)
-    write_sample_class(tmp_path / "subs", [Case("full", POSITIONS, "graded", 3)])
+    write_sample_class(tmp_path / "subs", [Case("full", POSITIONS, "graded", FULL[POSITIONS])])
     with pytest.warns(RuntimeWarning, match="WITHOUT a sandbox"):
         results = grade_class(tmp_path / "subs", tmp_path / "out", settings=SETTINGS, progress=False)
-    assert [(r["status"], r["score"]) for r in results] == [("graded", 3.0)]
+    assert [(r["status"], r["score"]) for r in results] == [("graded", FULL[POSITIONS])]
 
 
 def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
@@ -283,8 +287,10 @@ def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
         "error",
         "grader error: OSError: disk full",
     )
-    assert [q["max_score"] for q in rows["partial"]["questions"]] == [4, 2], "every question listed, at zero"
-    assert (rows["full"]["status"], rows["full"]["score"]) == ("graded", 6)
+    listed = rows["partial"]["questions"]
+    assert sum(q["max_score"] for q in listed) == points(ATTENTION), "every question listed"
+    assert not any(q["score"] for q in listed), "at zero"
+    assert (rows["full"]["status"], rows["full"]["score"]) == ("graded", FULL[ATTENTION])
 
 
 def test_every_solution_earns_full_marks_in_the_sandbox(tmp_path):

@@ -25,7 +25,7 @@ def test_every_graded_cell_of_every_solution_is_made_of_check_calls():
     for name in assignments():
         notebook = json.loads((ROOT / "solutions" / name / f"{name}.ipynb").read_text())
         for cell in notebook["cells"]:
-            if cell["metadata"].get("nbgrader", {}).get("grade"):
+            if cell["cell_type"] == "code" and cell["metadata"].get("nbgrader", {}).get("grade"):
                 source = (
                     "".join(cell["source"])
                     .replace("### BEGIN HIDDEN TESTS", "")

@@ -197,7 +197,15 @@ class Sensitivity:
         return self.found
 
     def ignored(self) -> Diagnosis | None:
-        for name, description, student, judge in self.measure():
+        found = self.measure()
+        if len(found) > 1 and not any(student for _, _, student, _ in found) and any(j for *_, j in found):
+            return Diagnosis(
+                "no weight used",
+                "your output does not change when any of the module's weights changes: it does not come "
+                "from the module's layers",
+                "compute the output from the layers created in __init__, on the input",
+            )
+        for name, description, student, judge in found:
             if judge and not student:
                 return Diagnosis(
                     f"{name} ignored",
@@ -220,7 +228,10 @@ class Sensitivity:
 def _changed(after: Tensor, before: Tensor) -> bool:
     """Whether a result moved by more than rounding: the tolerance of its dtype, ten times over."""
     atol, rtol = tolerance_of(before.dtype)
-    return bool(((after.double() - before.double()).abs() > 10 * (atol + rtol * before.double().abs())).any())
+    after, before = after.double(), before.double()
+    if not (torch.isfinite(after).all() and torch.isfinite(before).all()):
+        return not torch.equal(after.nan_to_num(), before.nan_to_num())  # inf or NaN: moved if it differs
+    return bool(((after - before).abs() > 10 * (atol + rtol * before.abs())).any())
 
 
 def token_dependence(

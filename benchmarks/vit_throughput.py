@@ -95,7 +95,8 @@ def lecture_namespace() -> dict:
 
 
 class ClassificationHead(nn.Sequential):
-    """The lecture's head: the mean of the tokens, LayerNorm, Linear."""
+    """Notebook 08's mean-pooling head (the variant; its default pools the class token): the mean of
+    the tokens, LayerNorm, Linear. The benchmark times it, as timm's `global_pool="avg"`."""
 
     def __init__(self, emb_size: int = 768, n_classes: int = 1000) -> None:
         super().__init__(

@@ -3,7 +3,7 @@
 The lectures' claim is that a Transformer lacks the convolution's built-in assumptions (nearby pixels
 belong together; a pattern means the same anywhere in the image) and must learn them from data. Notebook
 08 measures it: :func:`learning_curves` trains each model on stratified subsets of one training set, for
-the same number of optimizer steps whatever the subset's size, and records the test accuracy;
+about the same number of optimizer steps whatever the subset's size, and records the test accuracy;
 :func:`plot_learning_curves` draws accuracy against size. The hybrid is the ViT paper's: a convolutional
 stem (:class:`ConvStem`) gives the tokens that the Transformer encoder reads, in place of the patches.
 
@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
@@ -231,8 +230,3 @@ def plot_learning_curves(
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def gaps(curves: Curves, first: str, second: str) -> np.ndarray:
-    """``first``'s test accuracy minus ``second``'s at each size, in percentage points."""
-    return 100 * (np.array(curves.accuracy[first]) - np.array(curves.accuracy[second]))

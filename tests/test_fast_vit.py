@@ -115,7 +115,8 @@ def lecture_to_fast(lecture: nn.Module) -> dict[str, torch.Tensor]:
 )
 def test_fastvit_equals_the_lecture_einsum_vit(dtype, tol):
     """Same weights, same logits: FastViT(pool="mean") with nn.LayerNorm's eps (1e-5) is the
-    lecture's model (its ClassificationHead averages every token, the class token included)."""
+    benchmark's einsum model (its ClassificationHead, notebook 08's mean-pooling variant, averages every
+    token, the class token included)."""
     torch.manual_seed(0)
     lecture = randomize(vit_throughput.EinsumViT(**TINY)).to(dtype)
     fast = FastViT(**TINY, pool="mean", norm_eps=1e-5).to(dtype).eval()

@@ -29,12 +29,15 @@ def check_answer(
     expected: Any = None,
     wrong: dict | None = None,
     explain: str = "",
-    rel_tol: float = 1e-3,
+    rel_tol: float | None = None,
 ) -> None:
     """Check the answer to ``question``: its form (``shape``, ``int``, ``number`` or ``choice:abcd``,
-    one letter of those); with ``expected``, whether it is right (numbers within ``rel_tol``), naming an
+    one letter of those); with ``expected``, whether it is right (a ``number`` within ``rel_tol``, 0.1 %
+    by default; whole numbers exactly), naming an
     anticipated wrong answer of ``wrong`` (answer -> why it is wrong), or else saying ``explain``."""
     value = subject(answer, "answer").value(f"the answer to {question}")
+    if rel_tol is None:  # whole numbers and shapes are exact; other numbers to 0.1 %
+        rel_tol = 0.0 if form in ("int", "shape") else 1e-3
     if isinstance(value, list):
         value = tuple(value)
     _expect_form(value, question, form)

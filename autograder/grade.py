@@ -136,7 +136,9 @@ def _finish(
                 questions[-1] = _with_hidden(questions[-1], outcome)
     by_hand = sum(s.points for s in program.steps if s.kind == "written")
     if outcomes and by_hand:
-        result["notes"].append(f"{by_hand:g} points of written answers to grade by hand")
+        result["notes"].append(
+            f"{by_hand:g} point{'' if by_hand == 1 else 's'} of written answers to grade by hand"
+        )
     if any(o.status == "tampered" for o in outcomes or []):
         questions = [dict(q, score=0.0) for q in questions]  # a submission caught tampering earns nothing
     if not status:

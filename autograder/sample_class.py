@@ -7,18 +7,16 @@ grades it with nbgrader and with this grader.
 
 import copy
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.hostile_class import HOSTILE, Hostile
-from autograder.release import ROOT
+from autograder.release import MARKERS, ROOT
 
 ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
 TEST_MASK = "test_MultiHeadAttention_mask"
 MASK_POINTS = 2  # what test_MultiHeadAttention_mask is worth
-MARKERS = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 
 Cells = list[dict]
 

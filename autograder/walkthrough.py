@@ -19,7 +19,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 from nbgrader.preprocessors import ClearHiddenTests
 
-from autograder.release import ROOT, assignments
+from autograder.release import MARKERS, ROOT, assignments
 
 CELL_TIMEOUT = 3600  # seconds; generous: the full training run of notebook 08 on a slow CPU
 SOLUTIONS = ROOT / "solutions"
@@ -62,8 +62,12 @@ def failure(nb: nbformat.NotebookNode, folder: Path, quick: bool) -> str:
 
 
 def render(nb: nbformat.NotebookNode) -> str:
-    """The notebook as one self-contained HTML page, its hidden tests removed."""
+    """The notebook as one self-contained HTML page, its hidden tests removed and the written answers'
+    model answers shown as plain text (without nbgrader's solution markers)."""
     nb, _ = ClearHiddenTests().preprocess(nb, {})
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = MARKERS.sub("", cell.source)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title(nb)}})
     return body

@@ -10,9 +10,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from autograder.release import MARKERS
 from tests.jupyter_lab import CHROMIUM, CHROMIUM_ARGS, jupyter_lab
 from tests.mutations import POSITIONAL, edited_source
 from tests.notebook_kernel import ROOT, read
@@ -36,6 +38,7 @@ def page(tmp_path: Path) -> Iterator[Page]:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     root = shutil.copytree(ROOT / "notebooks" / NAME, tmp_path / NAME)
+    answer_the_questions(root / f"{NAME}.ipynb")
     with (
         jupyter_lab(root, tmp_path / "jupyter", ARTIFACTS / "jupyterlab.log") as url,
         sync_playwright() as playwright,
@@ -51,6 +54,21 @@ def page(tmp_path: Path) -> Iterator[Page]:
         finally:
             screenshot(page, f"{NAME}-last")
             browser.close()
+
+
+def answer_the_questions(path: Path) -> None:
+    """The student has answered the notebook's questions already: only the exercise is left to do."""
+    answers = {
+        c.metadata.nbgrader.grade_id: MARKERS.sub("", c.source)
+        for c in read(ROOT / "solutions" / NAME / f"{NAME}.ipynb").cells
+        if c.metadata.get("nbgrader", {}).get("solution") and c.metadata.nbgrader.grade_id != SWAPPED.cell
+    }
+    notebook = read(path)
+    for cell in notebook.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    nbformat.write(notebook, path)
 
 
 def solution_source() -> str:

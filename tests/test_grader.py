@@ -28,8 +28,10 @@ from autograder.sample_class import (
     MARKERS,
     PARTIAL,
     POSITIONS,
+    TEST_MASK,
     Case,
     add_cell,
+    automatic_points,
     hostile,
     solved,
     write_sample_class,
@@ -106,11 +108,12 @@ def test_partial_credit_is_per_question(graded):
 
 def test_a_failed_hidden_test_is_told_apart_from_a_visible_one(graded):
     result = json.loads((graded / "out" / "results" / POSITIONS / "hard_codes_d.json").read_text())
-    (question,) = result["questions"]
+    question = next(q for q in result["questions"] if q["grade_id"] == "test_getPositionEncoding")
     assert (question["score"], question["failed_part"]) == (0, "hidden")
     assert question["message"].startswith("A hidden test of this question failed: AssertionError")
     partial = json.loads((graded / "out" / "results" / ATTENTION / "partial.json").read_text())
-    assert [q["failed_part"] for q in partial["questions"]] == ["", "visible"]
+    parts = {q["grade_id"]: q["failed_part"] for q in partial["questions"]}
+    assert (parts["test_MultiHeadAttention"], parts[TEST_MASK]) == ("", "visible")
 
 
 def test_a_test_cell_writing_to_stderr_keeps_its_points(graded):
@@ -128,7 +131,7 @@ def test_a_test_cell_writing_to_stderr_keeps_its_points(graded):
 
 def test_feedback_shows_each_question_and_message_but_no_hidden_test(graded):
     page = (graded / "out" / "feedback" / "partial" / f"{ATTENTION}.html").read_text()
-    assert "Score: 4 / 6" in page
+    assert f"Score: {PARTIAL:g} / {points(ATTENTION):g}" in page
     assert "MultiHeadAttention honours boolean masks" in page, "the question's title"
     assert "mask ignored" in page and "Hint:" in page, "the failed check's message"
     hidden = hidden_lines(ATTENTION) + hidden_lines(POSITIONS)
@@ -234,9 +237,10 @@ def test_lms_zip_with_canvas_and_moodle_names(tmp_path):
     grade_class(archive, out, wanted=[POSITIONS], settings=SETTINGS, jobs=2, progress=False)
     got = {r["student_id"]: (r["status"], r["score"], r["reason"]) for r in rows(out / "grades.csv")}
     full = f"{FULL[POSITIONS]:g}"
-    assert got["1001"] == ("graded", full, "")
+    by_hand = "1 point of written answers to grade by hand"
+    assert got["1001"] == ("graded", full, by_hand)
     assert got["1002"][:2] == ("malformed", "0")
-    assert got["2001"] == ("graded", full, "")
+    assert got["2001"] == ("graded", full, by_hand)
     assert got["2002"][:2] == ("graded", full)
     assert "homework.ipynb names no assignment; graded as" in got["2002"][2] and "notes.txt" in got["2002"][2]
     assert set(got) == {"1001", "1002", "2001", "2002"}
@@ -273,7 +277,8 @@ def test_a_grader_failure_costs_only_its_row(tmp_path, monkeypatch):
     write_sample_class(tmp_path / "subs", [c for c in CASES if c.student in ("full", "partial")])
 
     def broken(program, *args):
-        if any("masked_fill" not in s.source for s in program.steps if s.kind == "answer"):
+        attention = [s for s in program.steps if s.grade_id == "MultiHeadAttention" and s.kind == "answer"]
+        if any("masked_fill" not in s.source for s in attention):
             raise OSError("disk full")
         return real(program, *args)
 
@@ -302,7 +307,7 @@ def test_every_solution_earns_full_marks_in_the_sandbox(tmp_path):
     results = grade_class(tmp_path / "subs", tmp_path / "out", progress=False)  # 60 s a cell: training
     assert len(results) == len(assignments())
     short = [f"{r['assignment']}: {r['score']}/{r['max_score']} {r['reason']}" for r in results
-             if (r["status"], r["score"]) != ("graded", r["max_score"])]  # fmt: skip
+             if (r["status"], r["score"]) != ("graded", automatic_points(r["assignment"]))]  # fmt: skip
     assert not short, "\n".join(short)
 
 

@@ -40,7 +40,7 @@ def test_page_shows_solutions_and_plots_but_no_hidden_test(tmp_path: Path):
     page = tmp_path / "site" / f"{NAME}.html"
     assert "data:image/png;base64," in page.read_text(encoding="utf-8"), "plots are not embedded"
     shown = lines(text_of(page))
-    sources = [c.source for c in read(folder / f"{NAME}.ipynb").cells]
+    sources = [c.source for c in read(folder / f"{NAME}.ipynb").cells if c.cell_type == "code"]
     solution = set().union(*(lines(b) for s in sources for b in SOLUTION.findall(s)))
     assert "P[k, 2 * i] = np.sin(k / denominator)" in solution
     assert solution <= shown, "the solution code is not on the page"

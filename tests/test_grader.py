@@ -46,13 +46,14 @@ HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 
 
 def hidden_lines(name: str) -> list[str]:
-    """The lines of an assignment's hidden tests (over 12 characters)."""
+    """The lines of an assignment's hidden tests (over 12 characters) the release does not show."""
+    release = (ROOT / "notebooks" / name / f"{name}.ipynb").read_text()
     return [
         line.strip()
         for cell in json.loads((ROOT / "solutions" / name / f"{name}.ipynb").read_text())["cells"]
         for block in HIDDEN.findall("".join(cell["source"]))
         for line in block.splitlines()
-        if len(line.strip()) > 12
+        if len(line.strip()) > 12 and json.dumps(line.strip())[1:-1] not in release
     ]
 
 

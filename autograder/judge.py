@@ -24,6 +24,8 @@ DTYPES = {f"torch.{name}": getattr(torch, name) for name in ("float16", "bfloat1
 class TestCellError(ValueError):
     """A test cell the judge cannot run as check calls; the message names the line."""
 
+    __test__ = False  # not a pytest class, despite the name
+
 
 @dataclass(frozen=True)
 class CheckCall:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.datasets import ImageSet
@@ -69,8 +69,7 @@ class ConvStem(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = rearrange(self.convolutions(x), "b e h w -> b (h w) e")
-        cls_tokens = repeat(self.cls_token, "() n e -> b n e", b=len(x))
-        return torch.cat([cls_tokens, tokens], dim=1) + self.positions
+        return torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1) + self.positions
 
 
 def _token_parameters(model: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:

@@ -22,11 +22,6 @@ def sinusoidal_table(seq_len: int, d: int, n: float = 10000.0) -> np.ndarray:
     return np.stack([phasor.imag, phasor.real], axis=-1).reshape(seq_len, -1)[:, :d]
 
 
-def find_layers(module: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
-    """The distinct submodules of type ``kind``, in registration order."""
-    return [m for m in module.modules() if isinstance(m, kind)]
-
-
 def conv_patch_embedding(x: Tensor, linear: nn.Linear, patch_size: int, order: str) -> Tensor:
     """Patch embedding as a strided ``nn.Conv2d`` whose kernel is ``linear``'s weight.
 
@@ -95,7 +90,8 @@ def sdpa_attention(
 ) -> Tensor:
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
-    ``mask`` is boolean, broadcastable to (b, h, n, n), True where attention is allowed.
+    ``mask`` is broadcastable to (b, h, n, n): boolean, True where attention is allowed, or added to the
+    scores.
     """
     q, k, v = (split_heads(x, p, num_heads) for p in (weights.q, weights.k, weights.v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)

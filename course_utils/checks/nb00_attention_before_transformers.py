@@ -270,9 +270,10 @@ def _diagnoses(
     sizes: dict[str, tuple[int, int]],
     call: str,
     alpha: Tensor,
+    scores: Tensor,
 ) -> list[Callable[[], Diagnosis | None]]:
-    """Which of W, U and v the student's weights respond to, and one scale of the scores that explains
-    them (``inputs`` are s_prev, h and the mask)."""
+    """Which of W, U and v the student's weights respond to, and one scale of the judge's ``scores``
+    that explains them (``inputs`` are s_prev, h and the mask)."""
     s, h, mask = inputs
     masks = {} if mask is None else {"mask": mask}
 
@@ -285,7 +286,6 @@ def _diagnoses(
         return _attend(_scores(layers, s.double(), h.double()), h.double(), mask)[1]
 
     def scale() -> Diagnosis | None:
-        scores = _scores(_layers(module.mirror, call, sizes), s.double(), h.double())
         return _score_scale(alpha, scores, mask, sizes["v"][0])
 
     weights = Sensitivity(module, student, reference, WEIGHT_HINTS)
@@ -317,10 +317,9 @@ def check_additive_attention(
     kwargs = dict(dec_size=dec_size, enc_size=enc_size, att_size=att_size)
     sizes = {"W": (dec_size, att_size), "U": (enc_size, att_size), "v": (att_size, 1)}
     what = call_text("AdditiveAttention", **kwargs)
+    others = dict(dec_size=dec_size + 1, enc_size=enc_size + 1, att_size=att_size + 1)
+    expect_arguments_used(student, what, kwargs, others, ARGUMENTS)
     for device in student.devices():
-        if device == student.devices()[0]:
-            others = dict(dec_size=dec_size + 1, enc_size=enc_size + 1, att_size=att_size + 1)
-            expect_arguments_used(student, what, kwargs, others, ARGUMENTS)
         module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
         layers = _layers(module.mirror, what, sizes)
         s = random_tensor(batch, dec_size, seed=seed + 1, dtype=dtype).requires_grad_(grad)
@@ -352,7 +351,7 @@ def check_additive_attention(
         with torch.no_grad():
             scores = _scores(layers, s64, h64)
             expected_context, expected_alpha = (r.to(dtype) for r in _attend(scores, h64, m))
-            diagnoses = _diagnoses(module, (s.detach(), h.detach(), m), sizes, call, alpha)
+            diagnoses = _diagnoses(module, (s.detach(), h.detach(), m), sizes, call, alpha, scores)
             mistakes = _weight_mistakes(layers, s64, h64, m, dtype)
             _check_weights(alpha, expected_alpha, m, call, mistakes, diagnoses)
             expect_close(

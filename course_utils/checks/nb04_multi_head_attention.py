@@ -30,6 +30,7 @@ from course_utils.checks.parts import (
     GRAD_SEED,
     attention_candidates,
     attention_matrix,
+    cross_sdpa,
     expect_gradients,
     expect_trained,
     make_mask,
@@ -183,20 +184,19 @@ MASK_TOO_CLOSED = (
 )
 
 
-def attention_diagnoses(module: Instance, x: Tensor, mask: Tensor | None, call: str, **kwargs) -> list:
-    """General diagnostics of an attention module's output: its attention weights read off it, which
-    positions each output depends on, which weights it responds to."""
+def attention_diagnoses(
+    module: Instance, x: Tensor, mask: Tensor | None, call: str, context: Tensor | None = None
+) -> list:
+    """General diagnostics of an attention module's output (self-attention, or cross-attention to
+    ``context``): its attention weights read off it, which positions each output depends on, which
+    weights it responds to."""
     mirror, heads = module.mirror, module.mirror.num_heads
-    context = kwargs.get("context")
 
     def reference(inputs: Tensor = x) -> Tensor:
         weights = attention_candidates(mirror, call)[0]
-        return sdpa_attention(inputs, weights, heads, mask) if context is None else cross_reference(inputs)
-
-    def cross_reference(inputs: Tensor) -> Tensor:
-        from course_utils.checks.nb09_masked_attention_and_decoder import cross_sdpa
-
-        return cross_sdpa(inputs, context, attention_candidates(mirror, call)[0], heads, mask)
+        if context is None:
+            return sdpa_attention(inputs, weights, heads, mask)
+        return cross_sdpa(inputs, context, weights, heads, mask)
 
     def student(inputs: Tensor = x) -> Tensor:
         options = {k: v for k, v in (("mask", mask), ("context", context)) if v is not None}
@@ -255,7 +255,7 @@ def check_multi_head_attention(
         call = f"{what}(x of shape {tuple(x.shape)}, {dtype}" + (f", {mask} mask" if mask else "")
         call += f"){on(device)}"
         masks = {} if m is None else {"mask": m}
-        result = module.call(x, label=call, grad=7 if grad else None, no_grad=not grad, **masks)
+        result = module.call(x, label=call, grad=GRAD_SEED if grad else None, no_grad=not grad, **masks)
         got = as_tensor(result.output, call)
         expect_shape(got, x.shape, call, "Attention maps (b, n, emb_size) to the same shape.")
         expect_dtype(got, dtype, call)

@@ -112,7 +112,7 @@ def block_parts(
 
 
 def layer_builder(
-    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
+    inst: Instance, block: nn.Module, x: Tensor, what: str
 ) -> Callable[[], nn.TransformerEncoderLayer]:
     """A function that builds the ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block``
     (a part of ``inst.mirror``) as they are when it is called; the block's attention is checked once
@@ -123,17 +123,9 @@ def layer_builder(
 
     def build() -> nn.TransformerEncoderLayer:
         weights = attention_candidates(mha, what)[layout]
-        return torch_encoder_layer(norms, weights, linears, mha.num_heads, norm_first).eval()
+        return torch_encoder_layer(norms, weights, linears, mha.num_heads).eval()
 
     return build
-
-
-def reference_layer(
-    inst: Instance, block: nn.Module, x: Tensor, what: str, norm_first: bool = True
-) -> nn.TransformerEncoderLayer:
-    """The ``nn.TransformerEncoderLayer`` holding the judge's weights of ``block`` (a part of
-    ``inst.mirror``), whose input is ``x``; its attention is called once on the first norm of ``x``."""
-    return layer_builder(inst, block, x, what, norm_first)()
 
 
 def block_hints(block: nn.Module) -> dict[str, str]:
@@ -164,9 +156,7 @@ def alternatives_of(**values: int | None) -> dict[str, int]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def _block_mistakes(
-    inst: Instance, block: nn.Module, layer: nn.TransformerEncoderLayer, x: Tensor, what: str
-) -> list[Mistake]:
+def _block_mistakes(layer: nn.TransformerEncoderLayer, x: Tensor) -> list[Mistake]:
     def attention(y):
         return layer._sa_block(y, None, None)
 
@@ -177,12 +167,16 @@ def _block_mistakes(
         h = attention(layer.norm1(x)) + (x if first else 0)
         return feed_forward(layer.norm2(h)) + (h if second else 0)
 
+    def post_norm():
+        h = layer.norm1(x + attention(x))
+        return layer.norm2(h + feed_forward(h))
+
     return [
         Mistake(
             "post-norm instead of pre-norm",
             "ViT normalises before each sublayer: x + MHA(LayerNorm(x)), then "
             "x + FFN(LayerNorm(x)); post-norm is LayerNorm(x + MHA(x)).",
-            lambda: reference_layer(inst, block, x, what, norm_first=False)(x),
+            post_norm,
         ),
         Mistake(
             "the residual is missing around attention",
@@ -254,7 +248,7 @@ def check_encoder_block(
                 got,
                 layer(x),
                 label,
-                _block_mistakes(block, block.mirror, layer, x, what),
+                _block_mistakes(layer, x),
                 diagnoses=_block_diagnoses(block, build, x, got, label),
             )
 

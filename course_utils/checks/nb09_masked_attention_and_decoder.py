@@ -14,8 +14,6 @@ from itertools import permutations, product
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.checks import parts
@@ -46,7 +44,7 @@ from course_utils.feedback import (
 from course_utils.judge import Instance, Result, name_of, subject
 from course_utils.mirror import build_mirror
 from course_utils.probe import describe
-from course_utils.reference import AttentionWeights, sdpa_attention, split_heads, torch_decoder_layer
+from course_utils.reference import AttentionWeights, sdpa_attention, torch_decoder_layer
 from course_utils.sequences import BOS, EOS, PAD, VOCAB_SIZE
 
 EXACT = (0.0, 0.0)
@@ -309,28 +307,6 @@ ATTENTION_ARGUMENTS = {
 }
 
 
-def _other_heads(emb_size: int, num_heads: int) -> int:
-    """Another valid number of heads for ``emb_size``: the smallest divisor that is not ``num_heads``."""
-    return next((h for h in range(1, emb_size + 1) if emb_size % h == 0 and h != num_heads), num_heads + 1)
-
-
-def cross_sdpa(
-    x: Tensor, context: Tensor, w: AttentionWeights, heads: int, mask=None, sources="xcc", after_softmax=False
-) -> Tensor:
-    """Cross-attention through SDPA: queries from ``x``, keys and values from ``context``.
-
-    ``sources`` says where the queries, keys and values come from ("x" or "c"), to recompute
-    mistakes; ``after_softmax`` applies the mask to the weights after the softmax.
-    """
-    inputs = {"x": x, "c": context}
-    q, k, v = (split_heads(inputs[s], p, heads) for s, p in zip(sources, (w.q, w.k, w.v), strict=True))
-    if after_softmax:
-        out = (parts.attention_matrix(q, k, q.shape[-1] ** -0.5, None) * mask) @ v
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return F.linear(rearrange(out, "b h n d -> b n (h d)"), *w.out)
-
-
 def _up(t: Tensor | None) -> Tensor | None:
     """float16 and bfloat16 as float32, for a reference computed at full precision."""
     return t if t is None or t.dtype in (torch.float32, torch.float64) else t.float()
@@ -390,7 +366,7 @@ def _cross_mistakes(x: Tensor, context: Tensor, w: AttentionWeights, heads: int,
         ),
     }
     mistakes = [
-        Mistake(name, hint, _maybe(lambda s=s: cross_sdpa(x, context, w, heads, mask, s)))
+        Mistake(name, hint, _maybe(lambda s=s: parts.cross_sdpa(x, context, w, heads, mask, s)))
         for s, (name, hint) in wrong_sources.items()
     ]
     if mask is not None:
@@ -399,18 +375,18 @@ def _cross_mistakes(x: Tensor, context: Tensor, w: AttentionWeights, heads: int,
                 "mask ignored",
                 "fill the scores where mask is False with -inf before the softmax: "
                 "energy.masked_fill(~mask, float('-inf')).",
-                lambda: cross_sdpa(x, context, w, heads, None),
+                lambda: parts.cross_sdpa(x, context, w, heads, None),
             ),
             Mistake(
                 "mask applied after the softmax",
                 "mask the scores before the softmax, so that the allowed weights still sum to 1.",
-                lambda: cross_sdpa(x, context, w, heads, mask, after_softmax=True),
+                lambda: parts.cross_sdpa(x, context, w, heads, mask, after_softmax=True),
             ),
             Mistake(
                 "mask transposed",
                 "the mask lines up with the scores (b, h, n_query, n_key): rows are the queries "
                 "(from x), columns the keys (from context). Use it as it comes.",
-                _maybe(lambda: cross_sdpa(x, context, w, heads, mask.transpose(-1, -2))),
+                _maybe(lambda: parts.cross_sdpa(x, context, w, heads, mask.transpose(-1, -2))),
             ),
         ]
     return mistakes
@@ -442,7 +418,7 @@ def check_cross_attention(
     student = subject(MultiHeadAttention, "MultiHeadAttention")
     kwargs = dict(emb_size=emb_size, num_heads=num_heads)
     what = call_text("MultiHeadAttention", **kwargs)
-    alternatives = {"emb_size": 2 * emb_size, "num_heads": _other_heads(emb_size, num_heads)}
+    alternatives = {"emb_size": 2 * emb_size, "num_heads": parts.other_heads(emb_size, num_heads)}
     expect_arguments_used(student, what, kwargs, alternatives, ATTENTION_ARGUMENTS)
     for device in student.devices():
         module = student.build(seed, device=device, dtype=dtype, label=what, **kwargs)
@@ -494,7 +470,7 @@ def check_cross_attention(
             "of -1e9 added to float16 scores) promotes the result.",
         )
         with torch.no_grad():
-            expected = cross_sdpa(_up(x), _up(context), _float(weights), num_heads, m).to(dtype)
+            expected = parts.cross_sdpa(_up(x), _up(context), _float(weights), num_heads, m).to(dtype)
             mistakes = _cross_mistakes(x, context, weights, num_heads, m)
             diagnoses = attention_diagnoses(module, x.detach(), m, label, context=context.detach())
             expect_close(got, expected, label, mistakes, diagnoses=diagnoses)
@@ -502,7 +478,7 @@ def check_cross_attention(
             parts.expect_trained(result, label)
             inputs = [("x", x), ("context", context)]
             parts.expect_gradients(
-                result, inputs, lambda x, c: cross_sdpa(x, c, weights, num_heads, m), label
+                result, inputs, lambda x, c: parts.cross_sdpa(x, c, weights, num_heads, m), label
             )
 
 
@@ -526,7 +502,7 @@ def _explain_cross_failure(err, module: Instance, weights, x: Tensor, mask_kind,
         return
     with torch.no_grad():
         _name_the_mistake(err, got, _cross_mistakes(x, same, weights, heads, m), "context")
-        if close(got, cross_sdpa(x, same, weights, heads, m)):
+        if close(got, parts.cross_sdpa(x, same, weights, heads, m)):
             fail(
                 f"{err}\nIt works when context is as long as x, so somewhere a length of x is used for "
                 "the keys: the scores are (b, h, n_query, n_key), keys and values both come "
@@ -855,7 +831,7 @@ def check_decoder_block(
     what = call_text("TransformerDecoderBlock", **kwargs)
     alternatives = {
         "emb_size": 2 * emb_size,
-        "num_heads": _other_heads(emb_size, num_heads),
+        "num_heads": parts.other_heads(emb_size, num_heads),
         "forward_expansion": forward_expansion + 1,
     }
     expect_arguments_used(student, what, kwargs, alternatives, BLOCK_ARGUMENTS)
@@ -949,7 +925,7 @@ def _check_cross_paths(pieces: _Pieces, x: Tensor, memory: Tensor, m_mask: Tenso
             )
         except AssertionError:
             got = None
-        if got is None or not close(got, cross_sdpa(x, memory, weights, pieces.heads, m_mask)):
+        if got is None or not close(got, parts.cross_sdpa(x, memory, weights, pieces.heads, m_mask)):
             fail(
                 f"{label}: the MultiHeadAttention inside does not compute cross-attention "
                 "(mha(x, mask=memory_mask, context=memory)). Fix it first: run "

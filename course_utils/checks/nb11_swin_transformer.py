@@ -29,6 +29,7 @@ from course_utils.checks.diagnose import HINTS, Sensitivity
 from course_utils.checks.parts import (
     GRAD_SEED,
     attention_candidates,
+    attention_matrix,
     attention_modules,
     expect_gradients,
     expect_trained,
@@ -50,7 +51,7 @@ from course_utils.feedback import (
     random_tensor,
 )
 from course_utils.judge import Instance, Result, subject
-from course_utils.reference import AttentionWeights, split_heads
+from course_utils.reference import AttentionWeights, sdpa_attention, split_heads
 
 SHORTCUTS = ["scaled_dot_product_attention", "MultiheadAttention", "course_utils", "timm"]
 MASKS = (None, "shifted", "random")
@@ -268,9 +269,7 @@ def attend(
     x: Tensor, w: AttentionWeights, heads: int, additive: Tensor, scale: float | None = None
 ) -> Tensor:
     """Multi-head attention of x (B, n, c) with an additive mask broadcastable to (B, heads, n, n)."""
-    q, k, v = (split_heads(x, p, heads) for p in (w.q, w.k, w.v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive.to(x.dtype), scale=scale)
-    return F.linear(rearrange(out, "b h n d -> b n (h d)"), *w.out)
+    return sdpa_attention(x, w, heads, additive.to(x.dtype), scale)
 
 
 def per_window(mask: Tensor, count: int) -> Tensor:
@@ -287,9 +286,7 @@ def window_reference(x: Tensor, w: AttentionWeights, heads: int, bias: Tensor, m
 def attend_weights(x: Tensor, w: AttentionWeights, heads: int, additive: Tensor | float) -> Tensor:
     """softmax(q·kᵀ/sqrt(d) + additive) as (B, heads, n, n), read out of SDPA with identity values."""
     q, k = (split_heads(x, p, heads) for p in (w.q, w.k))
-    eye = torch.eye(k.shape[-2], dtype=x.dtype).expand(*k.shape[:-1], -1)
-    mask = additive if isinstance(additive, Tensor) else None
-    return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask)
+    return attention_matrix(q, k, None, additive if isinstance(additive, Tensor) else None)
 
 
 def _attention_mistakes(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_utils.checks.diagnose import expect_arguments_used
-from course_utils.checks.parts import GRAD_SEED, expect_gradients, expect_trained
+from course_utils.checks.parts import GRAD_SEED, expect_gradients, expect_trained, other_heads
 from course_utils.feedback import (
     Diagnosis,
     Mistake,
@@ -457,7 +457,7 @@ def check_mae_encoder(
                 patch_dim=patch_dim + 1,
                 emb_size=emb_size + num_heads,
                 depth=depth + 1,
-                num_heads=1 if num_heads != 1 else 2,
+                num_heads=other_heads(emb_size, num_heads),
             )
             expect_arguments_used(student, what, kwargs, alternatives, ENCODER_ARGUMENTS)
 
@@ -614,7 +614,7 @@ def check_mae_decoder(
                 emb_size=emb_size + 1,
                 decoder_emb_size=decoder_emb_size + num_heads,
                 depth=depth + 1,
-                num_heads=1 if num_heads != 1 else 2,
+                num_heads=other_heads(decoder_emb_size, num_heads),
             )
             expect_arguments_used(student, what, kwargs, alternatives, DECODER_ARGUMENTS)
 

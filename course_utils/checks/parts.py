@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from course_utils.feedback import expect_close, fail
 from course_utils.judge import Result
-from course_utils.reference import AttentionWeights, attention_weights_of
+from course_utils.reference import AttentionWeights, attention_weights_of, split_heads
 from course_utils.wire import cotangent
 
 GRAD_SEED = 7  # the direction of every backward pass the checks take
@@ -82,11 +83,33 @@ def make_mask(kind: str | None, batch: int, n_query: int, n_key: int | None = No
     raise ValueError(f"mask must be None, 'causal', 'padding' or 'rectangular', not {kind!r}")
 
 
-def attention_matrix(q: Tensor, k: Tensor, scale: float, mask: Tensor | None) -> Tensor:
-    """softmax(q kᵀ · scale) with the mask, as a (..., n_query, n_key) tensor, read out of SDPA with
-    identity values."""
+def attention_matrix(q: Tensor, k: Tensor, scale: float | None, mask: Tensor | None) -> Tensor:
+    """softmax(q kᵀ · scale) with the mask (scale 1/sqrt(head_dim) where None), as a (..., n_query,
+    n_key) tensor, read out of SDPA with identity values."""
     eye = torch.eye(k.shape[-2], dtype=q.dtype, device=q.device).expand(*k.shape[:-1], -1)
     return F.scaled_dot_product_attention(q, k, eye, attn_mask=mask, scale=scale)
+
+
+def other_heads(emb_size: int, num_heads: int) -> int:
+    """Another valid number of heads for ``emb_size``: the smallest divisor that is not ``num_heads``."""
+    return next((h for h in range(1, emb_size + 1) if emb_size % h == 0 and h != num_heads), num_heads + 1)
+
+
+def cross_sdpa(
+    x: Tensor, context: Tensor, w: AttentionWeights, heads: int, mask=None, sources="xcc", after_softmax=False
+) -> Tensor:
+    """Cross-attention through SDPA: queries from ``x``, keys and values from ``context``.
+
+    ``sources`` says where the queries, keys and values come from ("x" or "c"), to recompute
+    mistakes; ``after_softmax`` applies the mask to the weights after the softmax.
+    """
+    inputs = {"x": x, "c": context}
+    q, k, v = (split_heads(inputs[s], p, heads) for s, p in zip(sources, (w.q, w.k, w.v), strict=True))
+    if after_softmax:
+        out = (attention_matrix(q, k, q.shape[-1] ** -0.5, None) * mask) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.linear(rearrange(out, "b h n d -> b n (h d)"), *w.out)
 
 
 # ----------------------------------------------------------------------------- gradients

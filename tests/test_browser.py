@@ -5,16 +5,16 @@ serving a temporary copy of ``notebooks/01_positional_encoding/``. Screenshots o
 ``test-artifacts/browser/``.
 """
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from autograder.release import MARKERS
+from autograder.sample_class import find, load, solved
 from tests.jupyter_lab import CHROMIUM, CHROMIUM_ARGS, jupyter_lab
 from tests.mutations import POSITIONAL, edited_source
 from tests.notebook_kernel import ROOT, read
@@ -58,17 +58,10 @@ def page(tmp_path: Path) -> Iterator[Page]:
 
 def answer_the_questions(path: Path) -> None:
     """The student has answered the notebook's questions already: only the exercise is left to do."""
-    answers = {
-        c.metadata.nbgrader.grade_id: MARKERS.sub("", c.source)
-        for c in read(ROOT / "solutions" / NAME / f"{NAME}.ipynb").cells
-        if c.metadata.get("nbgrader", {}).get("solution") and c.metadata.nbgrader.grade_id != SWAPPED.cell
-    }
-    notebook = read(path)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in answers:
-            cell.source = answers[grade_id]
-    nbformat.write(notebook, path)
+    notebook, release = solved(NAME), load("notebooks", NAME)
+    exercise = find(release["cells"], SWAPPED.cell)
+    notebook["cells"][exercise] = release["cells"][exercise]
+    path.write_text(json.dumps(notebook))
 
 
 def solution_source() -> str:

@@ -32,7 +32,9 @@ from autograder.sample_class import (
     Case,
     add_cell,
     automatic_points,
+    find,
     hostile,
+    load,
     solved,
     write_sample_class,
 )
@@ -319,15 +321,9 @@ def test_variants_keep_their_outcome_through_the_grader(tmp_path):
     for variant in all_variants():
         chosen.setdefault((variant.notebook, variant.expect is None), variant)
     for i, variant in enumerate(chosen.values()):
-        notebook = solved(variant.notebook)
-        source = json.loads((ROOT / "solutions" / variant.notebook / f"{variant.notebook}.ipynb").read_text())
-        original = next(
-            c for c in source["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == variant.cell
-        )
-        answer = MARKERS.sub("", edited_source("".join(original["source"]), variant.edits))
-        next(
-            c for c in notebook["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == variant.cell
-        )["source"] = answer
+        notebook, source = solved(variant.notebook), load("solutions", variant.notebook)["cells"]
+        answer = edited_source("".join(source[find(source, variant.cell)]["source"]), variant.edits)
+        notebook["cells"][find(notebook["cells"], variant.cell)]["source"] = MARKERS.sub("", answer)
         folder = tmp_path / "subs" / f"v{i:02d}" / variant.notebook
         folder.mkdir(parents=True)
         (folder / f"{variant.notebook}.ipynb").write_text(json.dumps(notebook))

@@ -39,7 +39,8 @@ STARTUP_TIMEOUT = 180.0  # seconds for the runner to import torch and IPython on
 class Outcome:
     """What happened to one step. ``status``: ok, error, refused, timeout, crashed, skipped (the
     notebook's time ran out, or it stopped), ``not run`` (hidden tests after failed visible ones),
-    tampered (the channel carried what no one asked for) or ``over limit`` (answers too large)."""
+    tampered (the channel carried what no one asked for), ``over limit`` (answers too large) or written
+    (a written answer, never run: graded by hand)."""
 
     status: str
     ename: str = ""

@@ -34,7 +34,6 @@ OUTCOMES = {
     "skipped": "not run",
     "tampered": "not run",
     "over limit": "not run",
-    "written": "to grade by hand",
 }
 
 

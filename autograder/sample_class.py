@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.hostile_class import HOSTILE, Hostile
+from autograder.hostile_class import ATTENTION, HOSTILE, POSITIONS, Hostile
+from autograder.readme import graded
 from autograder.release import MARKERS, ROOT
 
-ATTENTION, POSITIONS = "04_multi_head_attention", "01_positional_encoding"
 TEST_MASK = "test_MultiHeadAttention_mask"
 MASK_POINTS = 2  # what test_MultiHeadAttention_mask is worth
 
@@ -47,9 +47,9 @@ def load(folder: str, assignment: str) -> dict:
 
 def automatic_points(assignment: str) -> float:
     """The points of an assignment's graded code cells: what a full solution earns automatically."""
-    cells = load("solutions", assignment)["cells"]
-    graded = [c for c in cells if c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get("grade")]
-    return sum(float(c["metadata"]["nbgrader"]["points"]) for c in graded)
+    return sum(
+        float(c["metadata"]["nbgrader"]["points"]) for c in graded(assignment) if c["cell_type"] == "code"
+    )
 
 
 FULL = {ATTENTION: automatic_points(ATTENTION), POSITIONS: automatic_points(POSITIONS)}
